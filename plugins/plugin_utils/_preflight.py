@@ -145,13 +145,19 @@ def check_ports(facts, policy, roles):
         for item in policy.get('ports', {}).get(role, []):
             wanted.add((item.get('proto', 'tcp'), int(item['port'])))
     allowed = set(policy.get('port_owners_allowed', []))
-    busy = []
+    busy, unknown = [], []
     for listener in facts.get('listeners', []):
         key = (listener['proto'], listener['port'])
-        if key in wanted and listener['process'] not in allowed:
-            busy.append('%s/%d in use by %s' % (key[0], key[1], listener['process'] or 'an unknown process'))
+        if key not in wanted or listener['process'] in allowed:
+            continue
+        if listener['process']:
+            busy.append('%s/%d in use by %s' % (key[0], key[1], listener['process']))
+        else:
+            unknown.append('%s/%d in use by a process not visible (kernel socket?)' % key)
     if busy:
-        return _result(FAIL, ', '.join(sorted(busy)))
+        return _result(FAIL, ', '.join(sorted(busy + unknown)))
+    if unknown:
+        return _result(WARN, ', '.join(sorted(unknown)))
     return _result(OK, '%d free' % len(wanted))
 
 
@@ -179,7 +185,8 @@ def check_clocks(hosts):
                    if host.get('facts') and host['facts'].get('clock'))
     if not offsets:
         return {}
-    ordered = sorted(offsets.values())
+    # The controller votes too (offset 0): with two hosts it decides which one is off.
+    ordered = sorted(list(offsets.values()) + [0.0])
     median = ordered[len(ordered) // 2]
     results = {}
     for name, offset in offsets.items():
@@ -258,6 +265,8 @@ def evaluate(hosts, groups):
             })
         else:
             row.update(dict((check, _result(SKIP, host.get('error', ''))) for check in CHECKS[1:-1]))
+            if row['python']['status'] == OK:
+                row['arch'] = _result(FAIL, 'host facts not gathered: %s' % (host.get('error') or 'no result'))
         mistakes = inventory.get(name, [])
         if not roles:
             row['inventory'] = _result(WARN, '%s is in none of %s' % (name, ', '.join(FERRY_GROUPS)))
