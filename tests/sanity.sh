@@ -15,10 +15,13 @@ cache=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
 mkdir -p "$(dirname "$cache")"
 cp "$top/tests/tools/get_pip_substitute.py" "$cache"
 
-# The collection as git sees it (tracked and untracked-but-not-ignored files),
-# without the dev-only link farm.
+# The collection as git sees it (tracked files, plus untracked-but-not-ignored ones
+# unless FERRY_SANITY_TRACKED_ONLY is set), without the dev-only link farm.
+listing=(-co --exclude-standard)
+[ -z "${FERRY_SANITY_TRACKED_ONLY:-}" ] || listing=()
 rm -rf "$dest"; mkdir -p "$dest"
-(cd "$top" && git ls-files -co --exclude-standard -z | grep -zv '^\.collections/' | xargs -0 -I{} cp --parents -P {} "$dest"/) 
+(cd "$top" && git ls-files -z "${listing[@]}" | grep -zv '^\.collections/' \
+  | xargs -0 cp --parents -P -t "$dest"/)
 (cd "$dest" && git init -q && git add -A >/dev/null)
 
 py=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

@@ -79,5 +79,5 @@ def run_playbook(playbook, inventory, extra_vars=None, timeout=900):
     argv = ['ansible-playbook', '-i', inventory, playbook]
     if extra_vars:
         argv += ['-e', json.dumps(extra_vars)]
-    proc = subprocess.run(argv, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, check=False)
     return Run(proc)

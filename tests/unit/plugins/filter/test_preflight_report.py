@@ -122,6 +122,6 @@ def test_plain_converts_nested_containers():
     value = OrderedDict([('a', (1, OrderedDict([('b', [2, 3])]))), ('c', 'text')])
     plain = _plain(value)
     assert plain == {'a': [1, {'b': [2, 3]}], 'c': 'text'}
-    assert type(plain) is dict
-    assert type(plain['a']) is list
-    assert type(plain['a'][1]) is dict
+    assert isinstance(plain, dict) and not isinstance(plain, OrderedDict)
+    assert isinstance(plain['a'], list)
+    assert isinstance(plain['a'][1], dict) and not isinstance(plain['a'][1], OrderedDict)

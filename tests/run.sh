@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The test command: everything, in stages, each with its duration.
+#
+#   bash tests/run.sh                 # all stages
+#   bash tests/run.sh unit lint       # only these stages
+#
+# Stages: setup (system packages, dockerd, venv, test host images), unit (pytest),
+# py36 (vermin: module code stays Python 3.6 compatible), lint (ansible-lint production,
+# yamllint), sanity (ansible-test sanity, no ignores), build (ansible-galaxy collection build),
+# molecule (every scenario under extensions/molecule).
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+venv=${FERRY_VENV:-$top/.venv}
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(setup unit py36 lint sanity build molecule)
+export PATH=$venv/bin:$PATH ANSIBLE_COLLECTIONS_PATH=$top/.collections ANSIBLE_NOCOLOR=1 PY_COLORS=0
+summary=()
+failed=0
+
+stage_setup() {
+  bash tests/host-setup.sh && bash tests/setup-venv.sh && bash tests/images/build.sh
+}
+stage_unit() { "$venv/bin/pytest" -q -p no:cacheprovider tests/unit; }
+stage_py36() {
+  # Code that runs on target hosts: modules and module_utils (CentOS 7 ships Python 3.6).
+  "$venv/bin/vermin" -t=3.6- --no-tips --violations --eval-annotations --backport typing \
+    plugins/modules plugins/module_utils
+}
+stage_lint() { "$venv/bin/ansible-lint" --offline -q && "$venv/bin/yamllint" -s .; }
+stage_sanity() { bash tests/sanity.sh; }
+stage_build() {
+  local out; out=$(mktemp -d)
+  "$venv/bin/ansible-galaxy" collection build --force --output-path "$out" . >/dev/null &&
+    tar -tzf "$out/ferry-airgap-0.1.0.tar.gz" >"$out/list" &&
+    ! grep -qE '^(tests/(images|output)|\.collections|\.venv|bench|extensions)/' "$out/list" &&
+    echo "ferry-airgap-0.1.0.tar.gz: $(wc -l <"$out/list") entries, $(du -h "$out/ferry-airgap-0.1.0.tar.gz" | cut -f1)"
+  local rc=$?; rm -rf "$out"; return $rc
+}
+stage_molecule() {
+  local scenario rc=0
+  for scenario in $(ls extensions/molecule/*/molecule.yml | xargs -n1 dirname | xargs -n1 basename); do
+    echo "--- molecule test -s $scenario"
+    "$venv/bin/molecule" test -s "$scenario" >"tests/output/molecule-$scenario.log" 2>&1 || {
+      rc=1; tail -n 80 "tests/output/molecule-$scenario.log"; }
+    grep -aE '[0-9]+ passed' "tests/output/molecule-$scenario.log" | tail -n 1
+  done
+  return $rc
+}
+
+mkdir -p tests/output
+for stage in "${stages[@]}"; do
+  echo "=== stage $stage"
+  start=$(date +%s)
+  "stage_$stage"; rc=$?
+  took=$(( $(date +%s) - start ))
+  summary+=("$(printf '%-9s %-4s %4ds' "$stage" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$took")")
+  [ $rc -eq 0 ] || failed=1
+  [ $rc -eq 0 ] || [ "$stage" != setup ] || break
+done
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+exit $failed
