@@ -13,6 +13,7 @@ command -v update-binfmts >/dev/null || need+=(binfmt-support)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq

@@ -10,7 +10,7 @@
 # molecule (every scenario under extensions/molecule).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 venv=${FERRY_VENV:-$top/.venv}
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(setup unit py36 lint sanity build molecule)
@@ -39,7 +39,8 @@ stage_build() {
 }
 stage_molecule() {
   local scenario rc=0
-  for scenario in $(ls extensions/molecule/*/molecule.yml | xargs -n1 dirname | xargs -n1 basename); do
+  for scenario in extensions/molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario")")
     echo "--- molecule test -s $scenario"
     "$venv/bin/molecule" test -s "$scenario" >"tests/output/molecule-$scenario.log" 2>&1 || {
       rc=1; tail -n 80 "tests/output/molecule-$scenario.log"; }
@@ -52,7 +53,17 @@ mkdir -p tests/output
 for stage in "${stages[@]}"; do
   echo "=== stage $stage"
   start=$(date +%s)
-  "stage_$stage"; rc=$?
+  case $stage in
+    setup) stage_setup ;;
+    unit) stage_unit ;;
+    py36) stage_py36 ;;
+    lint) stage_lint ;;
+    sanity) stage_sanity ;;
+    build) stage_build ;;
+    molecule) stage_molecule ;;
+    *) echo "unknown stage: $stage"; false ;;
+  esac
+  rc=$?
   took=$(( $(date +%s) - start ))
   summary+=("$(printf '%-9s %-4s %4ds' "$stage" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$took")")
   [ $rc -eq 0 ] || failed=1
