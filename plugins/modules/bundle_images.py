@@ -1,0 +1,234 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: bundle_images
+short_description: Put container images into the OCI image store of a Ferry bundle
+version_added: 0.1.0
+description:
+  - Imports images from C(docker save) archives (legacy and Docker 25+ layouts), OCI archives and
+    OCI distribution (v2) registries into one OCI image layout directory O(store), where every blob
+    is stored once across images, versions and architectures.
+  - Docker archives are converted to OCI image manifests. Archives are read member by member and never
+    extracted; unsafe members (absolute paths, C(..), escaping links, devices) fail the task and leave
+    the store unchanged. Every blob is checked against its digest before it gets its final name.
+  - The store's C(index.json) holds one entry per O(images[].ref), annotated with the full ref. Several
+    entries of O(images) with the same O(images[].ref) (for example one archive per architecture) make
+    one multi-platform image. A ref whose content did not change is left untouched; a ref with new
+    content is replaced.
+  - Runs on the build machine (usually C(localhost)).
+author: Ferry developers (@ferry-airgap)
+options:
+  store:
+    description: Directory of the OCI image layout; created when missing.
+    type: path
+    required: true
+  images:
+    description: The images to put into the store.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      ref:
+        description:
+          - The full image reference as the site will use it, for example C(registry.ferry.local/demo/web:1.0).
+          - When an archive holds several images, the one whose tag (or ref annotation) matches this ref is taken.
+        type: str
+        required: true
+      docker_archive:
+        description: A C(docker save) tar (plain or gzip). Exactly one of O(images[].docker_archive),
+          O(images[].oci_archive) and O(images[].registry) is required.
+        type: path
+      oci_archive:
+        description: An OCI image layout tar (plain or gzip), single or multi-platform.
+        type: path
+      registry:
+        description: Pull the image from an OCI distribution (v2) registry.
+        type: dict
+        suboptions:
+          ref:
+            description: The image reference at the registry, for example C(registry.example.com/demo/web:1.0).
+            type: str
+            required: true
+          username:
+            description: User for Basic auth or for the Bearer token service.
+            type: str
+          password:
+            description: Password of O(images[].registry.username).
+            type: str
+          insecure:
+            description:
+              - Talk plain C(http) to the registry. Registries on C(127.0.0.1) or C(localhost) always use
+                C(http); every other registry uses C(https) unless this is V(true).
+            type: bool
+            default: false
+          ca_file:
+            description: CA bundle (PEM) to verify the registry's certificate.
+            type: path
+          timeout:
+            description: Network timeout in seconds for each request.
+            type: int
+            default: 60
+      arch:
+        description:
+          - Architecture of this image. For a single-platform archive, the archive's platform must be this one.
+            For a multi-platform source, only this platform is kept.
+          - When omitted, O(arches) applies.
+        type: str
+        choices: [x86_64, aarch64]
+  arches:
+    description:
+      - Platforms to keep from registries and multi-platform archives; each must be present in the image.
+      - A single-platform archive must be one of them.
+    type: list
+    elements: str
+    choices: [x86_64, aarch64]
+    default: [x86_64, aarch64]
+  state:
+    description: Only V(present) is supported; refs not listed are left alone.
+    type: str
+    choices: [present]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: Reads the sources (registry manifests, archive members) and reports which refs would be
+      added or updated and how many bytes would be written; writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the store's ref to digest mapping before and after.
+notes:
+  - Only the Python standard library is used; registries are reached with C(urllib).
+"""
+
+EXAMPLES = r"""
+- name: Collect the application images into the bundle
+  ferry.airgap.bundle_images:
+    store: "{{ bundle_dir }}/images"
+    images:
+      - ref: registry.ferry.local/demo/web:1.0
+        docker_archive: /srv/build/web-1.0-amd64.tar
+        arch: x86_64
+      - ref: registry.ferry.local/demo/web:1.0
+        docker_archive: /srv/build/web-1.0-arm64.tar
+        arch: aarch64
+      - ref: registry.ferry.local/demo/db:16
+        oci_archive: /srv/build/db-16.oci.tar
+      - ref: registry.ferry.local/library/redis:7.2
+        registry:
+          ref: registry.example.com/library/redis:7.2
+          username: builder
+          password: "{{ registry_password }}"
+    arches: [x86_64, aarch64]
+"""
+
+RETURN = r"""
+images:
+  description: Every image of the store after the run.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    ref:
+      description: Full image reference.
+      type: str
+      sample: registry.ferry.local/demo/web:1.0
+    digest:
+      description: Digest of the ref's top descriptor (an image index or a manifest).
+      type: str
+      sample: sha256:74aef9662728854af86790fdcef40d55901be0d8464f8bbd1df18e4a2aa47fa6
+    platforms:
+      description: Platform (C(os/arch[/variant])) to image manifest digest.
+      type: dict
+      sample: {"linux/amd64": "sha256:2a8b403cc587326038d7bc5cd65e1098101367d342cd579c22631ab70cc90fb0"}
+added:
+  description: Refs that were not in the store before (would be added in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [registry.ferry.local/demo/web:1.0]
+updated:
+  description: Refs whose content changed (would change in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+bytes_written:
+  description: Bytes of blobs written (to be written in check mode).
+  returned: always
+  type: int
+  sample: 31457280
+bytes_skipped:
+  description: Bytes of blobs already in the store and not written again.
+  returned: always
+  type: int
+  sample: 1048576
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ferry.airgap.plugins.module_utils._oci import ImageStore, sync_images
+
+ARCHES = ['x86_64', 'aarch64']
+
+REGISTRY_SPEC = dict(
+    ref=dict(type='str', required=True),
+    username=dict(type='str'),
+    password=dict(type='str', no_log=True),
+    insecure=dict(type='bool', default=False),
+    ca_file=dict(type='path'),
+    timeout=dict(type='int', default=60),
+)
+
+IMAGE_SPEC = dict(
+    ref=dict(type='str', required=True),
+    docker_archive=dict(type='path'),
+    oci_archive=dict(type='path'),
+    registry=dict(type='dict', options=REGISTRY_SPEC),
+    arch=dict(type='str', choices=ARCHES),
+)
+
+SOURCES = ['docker_archive', 'oci_archive', 'registry']
+
+ARGUMENT_SPEC = dict(
+    store=dict(type='path', required=True),
+    images=dict(type='list', elements='dict', required=True, options=IMAGE_SPEC,
+                mutually_exclusive=[SOURCES], required_one_of=[SOURCES]),
+    arches=dict(type='list', elements='str', choices=ARCHES, default=ARCHES),
+    state=dict(type='str', choices=['present'], default='present'),
+)
+
+
+def run(params, check_mode):
+    """Import the declared images; returns the module result (without diff)."""
+    store = ImageStore(params['store'], dry_run=check_mode)
+    existed = store.exists()
+    store.init()
+    before = store.refs()
+    changes = sync_images(store, params['images'], params['arches'])
+    after = store.refs()
+    changed = before != after or store.bytes_written > 0 or not existed
+    result = dict(changed=changed, images=store.images(), bytes_written=store.bytes_written,
+                  bytes_skipped=store.bytes_skipped, **changes)
+    return result, before, after
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        result, before, after = run(module.params, module.check_mode)
+    except (ValueError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    if module._diff:
+        result['diff'] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,317 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""_oci pulling from registries on 127.0.0.1.
+
+* Debian's real registry (``docker-registry``, package docker-registry) with
+  htpasswd Basic auth (``htpasswd`` from apache2-utils); a two-platform image is
+  pushed by a small distribution-API client below.
+* A fake registry behind a Bearer token service (http.server) for the token
+  flow, docker media types and blob redirects.
+"""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ansible.module_utils.six.moves.BaseHTTPServer import BaseHTTPRequestHandler, HTTPServer
+from ansible.module_utils.six.moves.socketserver import ThreadingMixIn
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.six.moves.urllib.parse import parse_qs, urlparse
+from ansible.module_utils.six.moves.urllib.request import Request, urlopen
+
+from ansible_collections.ferry.airgap.plugins.module_utils import _oci
+
+from ._oci_fixtures import Image, digest, dumps, layer, store_files
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = 'ferry', 's3cret'
+TARGET = 'registry.ferry.local/demo/web:1.0'
+INSTALL_HINT = 'install it: apt-get install -y docker-registry apache2-utils'
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def need_binary(name):
+    path = shutil.which(name)
+    if not path:
+        pytest.fail('%s not found: the registry integration test needs it; %s' % (name, INSTALL_HINT))
+    return path
+
+
+@pytest.fixture(scope='module')
+def registry(tmp_path_factory):
+    """host:port of Debian's docker-registry with htpasswd auth, running on 127.0.0.1."""
+    binary = need_binary('docker-registry')
+    htpasswd = need_binary('htpasswd')
+    work = tmp_path_factory.mktemp('registry')
+    entry = subprocess.check_output([htpasswd, '-Bbn', USER, PASSWORD])
+    (work / 'htpasswd').write_bytes(entry)
+    port = free_port()
+    (work / 'config.yml').write_text(
+        'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n'
+        'http:\n  addr: 127.0.0.1:%d\n  secret: ferry-test-secret\n'
+        'auth:\n  htpasswd:\n    realm: ferry-test\n    path: %s\n' % (work / 'data', port, work / 'htpasswd'))
+    log = open(str(work / 'registry.log'), 'wb')
+    proc = subprocess.Popen([binary, 'serve', str(work / 'config.yml')], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(port, proc, work)
+        yield '127.0.0.1:%d' % port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _wait_ready(port, proc, work):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail('docker-registry exited: %s' % (work / 'registry.log').read_text())
+        try:
+            urlopen('http://127.0.0.1:%d/v2/' % port, timeout=2)
+            return
+        except HTTPError as exc:
+            if exc.code == 401:
+                return
+        except (URLError, OSError):
+            time.sleep(0.2)
+    pytest.fail('docker-registry did not answer on port %d: %s' % (port, (work / 'registry.log').read_text()))
+
+
+# ---------------------------------------------------------------- pushing (distribution API)
+
+def _call(method, url, data=None, content_type=None, auth=(USER, PASSWORD)):
+    req = Request(url, data=data, method=method)
+    if content_type:
+        req.add_header('Content-Type', content_type)
+    token = base64.b64encode(('%s:%s' % auth).encode()).decode()
+    req.add_header('Authorization', 'Basic ' + token)
+    return urlopen(req, timeout=30)
+
+
+def push_blob(host, repo, data):
+    resp = _call('POST', 'http://%s/v2/%s/blobs/uploads/' % (host, repo), b'')
+    assert resp.status == 202
+    location = resp.headers['Location']
+    if location.startswith('/'):
+        location = 'http://' + host + location
+    sep = '&' if '?' in location else '?'
+    resp = _call('PUT', location + sep + 'digest=' + digest(data), data, 'application/octet-stream')
+    assert resp.status == 201
+
+
+def push_manifest(host, repo, reference, data, media_type):
+    resp = _call('PUT', 'http://%s/v2/%s/manifests/%s' % (host, repo, reference), data, media_type)
+    assert resp.status == 201
+    assert resp.headers['Docker-Content-Digest'] == digest(data)
+
+
+def push_image(host, repo, image):
+    for blob in image.layers + [image.config]:
+        push_blob(host, repo, blob)
+    push_manifest(host, repo, digest(image.manifest()), image.manifest(), _oci.MT_OCI_MANIFEST)
+
+
+@pytest.fixture(scope='module')
+def pushed(registry):
+    """Two-platform image demo/web:1.0 (OCI index) and single-platform demo/web:amd64-only."""
+    amd = Image('x86_64', layers=[layer({'base': b'b' * 4096}), layer({'app': b'amd'})])
+    arm = Image('aarch64', layers=[layer({'base': b'b' * 4096}), layer({'app': b'arm'})], variant='v8')
+    for image in (amd, arm):
+        push_image(registry, 'demo/web', image)
+    index = dumps({'schemaVersion': 2, 'mediaType': _oci.MT_OCI_INDEX, 'manifests': [
+        {'mediaType': _oci.MT_OCI_MANIFEST, 'digest': digest(amd.manifest()), 'size': len(amd.manifest()),
+         'platform': {'os': 'linux', 'architecture': 'amd64'}},
+        {'mediaType': _oci.MT_OCI_MANIFEST, 'digest': digest(arm.manifest()), 'size': len(arm.manifest()),
+         'platform': {'os': 'linux', 'architecture': 'arm64', 'variant': 'v8'}}]})
+    push_manifest(registry, 'demo/web', '1.0', index, _oci.MT_OCI_INDEX)
+    push_manifest(registry, 'demo/web', 'amd64-only', amd.manifest(), _oci.MT_OCI_MANIFEST)
+    return {'amd': amd, 'arm': arm, 'index': index}
+
+
+def pull(tmp_path, ref, **kwargs):
+    store = _oci.ImageStore(str(tmp_path / 'store'), dry_run=kwargs.pop('dry_run', False))
+    manifests = _oci.pull_image(store, ref, **kwargs)
+    store.set_ref(TARGET, manifests)
+    return store, manifests
+
+
+def test_pull_two_platforms_with_basic_auth(tmp_path, registry, pushed):
+    store, manifests = pull(tmp_path, registry + '/demo/web:1.0', username=USER, password=PASSWORD, timeout=10)
+    amd, arm = pushed['amd'], pushed['arm']
+    assert [(m['digest'], m['platform']) for m in manifests] == [
+        (digest(amd.manifest()), {'os': 'linux', 'architecture': 'amd64'}),
+        (digest(arm.manifest()), {'os': 'linux', 'architecture': 'arm64', 'variant': 'v8'})]
+    assert store.images() == [{'ref': TARGET, 'digest': store.entry(TARGET)['digest'], 'platforms': {
+        'linux/amd64': digest(amd.manifest()), 'linux/arm64': digest(arm.manifest())}}]
+    assert store.verify() == []
+    shared = amd.layers[0]
+    assert arm.layers[0] == shared
+    blobs = amd.layers + arm.layers + [amd.config, arm.config, amd.manifest(), arm.manifest()]
+    expected = set(digest(b) for b in blobs)
+    assert store.blob_digests() == expected | {store.entry(TARGET)['digest']}
+    unique_bytes = sum(len(b) for b in set(amd.layers + arm.layers + [amd.config, arm.config]))
+    assert store.bytes_written == unique_bytes + len(amd.manifest()) + len(arm.manifest()) + store.entry(
+        TARGET)['size']
+    assert store.bytes_skipped == len(shared)
+
+
+def test_pull_one_arch_and_dry_run(tmp_path, registry, pushed):
+    ref = registry + '/demo/web:1.0'
+    dry, dry_manifests = pull(tmp_path, ref, arches=['aarch64'], username=USER, password=PASSWORD, dry_run=True)
+    assert not (tmp_path / 'store').exists()
+    store, manifests = pull(tmp_path, ref, arches=['aarch64'], username=USER, password=PASSWORD)
+    assert manifests == dry_manifests
+    assert [m['digest'] for m in manifests] == [digest(pushed['arm'].manifest())]
+    assert store.entry(TARGET)['mediaType'] == _oci.MT_OCI_MANIFEST
+    assert dry.images() == store.images()
+    assert digest(pushed['amd'].layers[1]) not in store.blob_digests()
+
+
+def test_pull_without_or_with_wrong_credentials(tmp_path, registry, pushed):
+    with pytest.raises(_oci.RegistryError) as err:
+        pull(tmp_path, registry + '/demo/web:1.0')
+    assert 'requires authentication' in str(err.value) and registry in str(err.value)
+    assert 'demo/web:1.0' in str(err.value)
+    with pytest.raises(_oci.RegistryError) as err:
+        pull(tmp_path, registry + '/demo/web:1.0', username=USER, password='wrong')
+    assert 'authentication failed' in str(err.value) and USER in str(err.value)
+    assert store_files(tmp_path / 'store') == []
+
+
+def test_missing_arch_and_missing_tag(tmp_path, registry, pushed):
+    ref = registry + '/demo/web:amd64-only'
+    with pytest.raises(_oci.OciError) as err:
+        pull(tmp_path, ref, username=USER, password=PASSWORD)
+    assert ref in str(err.value) and 'aarch64' in str(err.value)
+    store, manifests = pull(tmp_path, ref, arches=['x86_64'], username=USER, password=PASSWORD)
+    assert manifests[0]['digest'] == digest(pushed['amd'].manifest())
+    with pytest.raises(_oci.RegistryError) as err:
+        pull(tmp_path, registry + '/demo/web:nope', username=USER, password=PASSWORD)
+    assert 'HTTP 404' in str(err.value) and 'manifests/nope' in str(err.value)
+
+
+# ---------------------------------------------------------------- Bearer token flow (fake registry)
+
+TOKEN = 'tok-123'
+
+
+class _Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+
+
+def make_handler(state):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, body=b'', headers=None):
+            self.send_response(code)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            auth = self.headers.get('Authorization')
+            state['requests'].append((url.path, auth))
+            if url.path == '/token':
+                return self._token(url, auth)
+            if url.path.startswith('/data/'):
+                if auth:
+                    return self._send(400, b'credentials forwarded to storage')
+                return self._send(200, state['blobs'][url.path[6:]])
+            if auth != 'Bearer ' + TOKEN:
+                challenge = 'Bearer realm="http://127.0.0.1:%d/token",service="fake",scope="repository:demo/web:pull"'
+                return self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+                                  {'WWW-Authenticate': challenge % state['port']})
+            kind, ref = url.path.split('/')[-2:]
+            if kind == 'manifests':
+                body, media_type = state['manifests'][ref]
+                return self._send(200, body, {'Content-Type': media_type, 'Docker-Content-Digest': digest(body)})
+            return self._send(307, b'', {'Location': '/data/' + ref})
+
+        def _token(self, url, auth):
+            expected = 'Basic ' + base64.b64encode(('%s:%s' % (USER, PASSWORD)).encode()).decode()
+            if auth != expected:
+                return self._send(401, b'{"details":"bad credentials"}')
+            state['token_query'] = parse_qs(url.query)
+            return self._send(200, json.dumps({'token': TOKEN}).encode())
+
+    return Handler
+
+
+@pytest.fixture
+def bearer_registry():
+    """A fake registry needing Bearer tokens, with docker media types and blob redirects."""
+    amd = Image('x86_64', layers=[layer({'x': b'fake amd'})])
+    arm = Image('aarch64', layers=[layer({'x': b'fake arm'})])
+    state = {'requests': [], 'blobs': {}, 'manifests': {}}
+    entries = []
+    for image in (amd, arm):
+        doc = json.loads(image.manifest())
+        doc['mediaType'] = _oci.MT_DOCKER_MANIFEST
+        doc['config']['mediaType'] = 'application/vnd.docker.container.image.v1+json'
+        for item in doc['layers']:
+            item['mediaType'] = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
+        body = dumps(doc)
+        state['manifests'][digest(body)] = (body, _oci.MT_DOCKER_MANIFEST)
+        for blob in image.layers + [image.config]:
+            state['blobs'][digest(blob)] = blob
+        entries.append({'mediaType': _oci.MT_DOCKER_MANIFEST, 'digest': digest(body), 'size': len(body),
+                        'platform': {'os': 'linux', 'architecture': json.loads(image.config)['architecture']}})
+    entries.append({'mediaType': _oci.MT_DOCKER_MANIFEST, 'digest': entries[0]['digest'], 'size': entries[0]['size'],
+                    'platform': {'os': 'linux', 'architecture': 's390x'}})
+    state['manifests']['1.0'] = (dumps({'schemaVersion': 2, 'mediaType': _oci.MT_DOCKER_LIST,
+                                        'manifests': entries}), _oci.MT_DOCKER_LIST)
+    server = _Server(('127.0.0.1', 0), make_handler(state))
+    state['port'] = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever)
+    thread.daemon = True
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bearer_token_flow_docker_types_and_redirects(tmp_path, bearer_registry):
+    ref = '127.0.0.1:%d/demo/web:1.0' % bearer_registry['port']
+    store, manifests = pull(tmp_path, ref, username=USER, password=PASSWORD, timeout=10)
+    assert bearer_registry['token_query'] == {'service': ['fake'], 'scope': ['repository:demo/web:pull']}
+    assert [m['mediaType'] for m in manifests] == [_oci.MT_DOCKER_MANIFEST] * 2
+    assert sorted(store.images()[0]['platforms']) == ['linux/amd64', 'linux/arm64']
+    assert store.verify() == []
+    data_requests = [auth for path, auth in bearer_registry['requests'] if path.startswith('/data/')]
+    assert len(data_requests) == 4 and data_requests == [None] * 4
+
+
+def test_bearer_token_refused_without_credentials(tmp_path, bearer_registry):
+    ref = '127.0.0.1:%d/demo/web:1.0' % bearer_registry['port']
+    with pytest.raises(_oci.RegistryError) as err:
+        pull(tmp_path, ref)
+    assert 'token service http://127.0.0.1:%d/token refused anonymous' % bearer_registry['port'] in str(err.value)
+    assert ref in str(err.value)
+    assert not os.path.exists(str(tmp_path / 'store'))
