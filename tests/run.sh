@@ -33,7 +33,7 @@ stage_build() {
   local out; out=$(mktemp -d)
   "$venv/bin/ansible-galaxy" collection build --force --output-path "$out" . >/dev/null &&
     tar -tzf "$out/ferry-airgap-0.1.0.tar.gz" >"$out/list" &&
-    ! grep -qE '^(tests/(images|output)|\.collections|\.venv|bench|extensions)/' "$out/list" &&
+    ! grep -qE '^(tests/(images|output|support)|\.collections|\.venv|\.ansible|\.pytest_cache|\.cache|bench|extensions)/' "$out/list" &&
     echo "ferry-airgap-0.1.0.tar.gz: $(wc -l <"$out/list") entries, $(du -h "$out/ferry-airgap-0.1.0.tar.gz" | cut -f1)"
   local rc=$?; rm -rf "$out"; return $rc
 }

@@ -81,18 +81,6 @@ def keygen(directory, name):
     return path
 
 
-@pytest.fixture(scope='session')
-def keys(tmp_path_factory):
-    """Two ed25519 keys; allowed_signers lists only ``good`` as release@example."""
-    d = tmp_path_factory.mktemp('keys')
-    good = keygen(d, 'good')
-    bad = keygen(d, 'bad')
-    allowed = os.path.join(str(d), 'allowed_signers')
-    with open(good + '.pub') as f:
-        write(allowed, 'release@example %s\n' % f.read().strip())
-    return {'good': good, 'bad': bad, 'allowed': allowed, 'identity': 'release@example'}
-
-
 def run_module(module, args, capsys, check_mode=False):
     """Run ``module.main()`` with ``args``; returns (result dict, exit code)."""
     args = dict(args)

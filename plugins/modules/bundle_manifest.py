@@ -1,0 +1,187 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: bundle_manifest
+short_description: Write and sign the manifest of a Ferry bundle
+version_added: 0.1.0
+description:
+  - Hashes every file of the bundle directory and writes C(manifest.json) (format 1, see C(docs/bundle.md)),
+    then signs it into C(manifest.json.sig) with C(ssh-keygen -Y sign) when O(key) is given.
+  - Reports a change only when the manifest or signature content differs from what is on disk. When
+    only the creation time would differ, the existing C(created) is kept.
+  - Without O(key), a signature left from an earlier manifest is removed when the manifest changes.
+  - Files are written under a temporary sibling name and renamed into place.
+author: Ferry developers (@ferry-airgap)
+options:
+  path:
+    description: The bundle directory.
+    type: path
+    required: true
+  name:
+    description: Bundle name.
+    type: str
+    required: true
+  version:
+    description: Bundle version.
+    type: str
+    required: true
+  arches:
+    description: Architectures the bundle serves.
+    type: list
+    elements: str
+    required: true
+    choices: [x86_64, aarch64]
+  created:
+    description:
+      - Creation time to record (C(YYYY-MM-DDTHH:MM:SSZ)). Defaults to the existing manifest's value when
+        nothing else changed, else to C(SOURCE_DATE_EPOCH) or now.
+    type: str
+  images:
+    description:
+      - The manifest C(images) list (C(ref), C(digest), C(platforms)). Defaults to what C(images/index.json)
+        of the bundle describes.
+    type: list
+    elements: dict
+  key:
+    description:
+      - Private OpenSSH key to sign with (unencrypted; ed25519 recommended because its signatures are
+        deterministic, which keeps re-runs unchanged).
+    type: path
+  namespace:
+    description: Signature namespace.
+    type: str
+    default: ferry-bundle
+attributes:
+  check_mode:
+    support: full
+    description: Hashes and reports whether the manifest or signature would change; writes nothing.
+  diff_mode:
+    support: none
+    description: The manifest can list many thousands of files; it is not diffed.
+"""
+
+EXAMPLES = r"""
+- name: Write and sign the manifest
+  ferry.airgap.bundle_manifest:
+    path: "{{ bundle_dir }}"
+    name: "{{ bundle.spec.name }}"
+    version: "{{ bundle.spec.version }}"
+    arches: "{{ bundle.spec.arches }}"
+    key: "{{ bundle.spec.signing.key }}"
+"""
+
+RETURN = r"""
+manifest:
+  description: Path of the manifest.
+  returned: success
+  type: str
+  sample: /srv/build/shop-2024.06.1/manifest.json
+manifest_sha256:
+  description: sha256 of the manifest bytes (what a delta records as its base).
+  returned: success
+  type: str
+  sample: 9b2e6c0a4d1f8e7c6b5a49382716f5e4d3c2b1a0f9e8d7c6b5a4938271605f4e
+files:
+  description: Number of files listed.
+  returned: success
+  type: int
+  sample: 1432
+bytes:
+  description: Total size of the listed files.
+  returned: success
+  type: int
+  sample: 3221225472
+signed:
+  description: Whether C(manifest.json.sig) was (or already was) made with O(key).
+  returned: success
+  type: bool
+  sample: true
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
+    MANIFEST, SIGNATURE, BundleError, atomic_write, build_manifest, dumps, sha256_bytes, sign_bytes, utc_now)
+
+
+def _read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except (IOError, OSError):
+        return None
+
+
+def _old_created(raw):
+    try:
+        old = json.loads(raw.decode('utf-8')) if raw else None
+    except ValueError:
+        return None
+    return old.get('created') if isinstance(old, dict) else None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='path', required=True),
+            name=dict(type='str', required=True),
+            version=dict(type='str', required=True),
+            arches=dict(type='list', elements='str', required=True, choices=['x86_64', 'aarch64']),
+            created=dict(type='str'),
+            images=dict(type='list', elements='dict'),
+            key=dict(type='path', no_log=False),
+            namespace=dict(type='str', default='ferry-bundle'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    manifest_path = os.path.join(p['path'], MANIFEST)
+    sig_path = os.path.join(p['path'], SIGNATURE)
+    old_raw = _read(manifest_path)
+    old_sig = _read(sig_path)
+    try:
+        meta = dict(name=p['name'], version=p['version'], arches=p['arches'], images=p['images'],
+                    created=p['created'] or 'pending')
+        manifest = build_manifest(p['path'], meta)
+        if not p['created']:
+            manifest['created'] = _old_created(old_raw)
+            if manifest['created'] is None or dumps(manifest) != old_raw:
+                manifest['created'] = utc_now()
+        raw = dumps(manifest)
+        sig = sign_bytes(module, raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
+    except BundleError as e:
+        module.fail_json(msg=str(e))
+
+    manifest_changed = raw != old_raw
+    if sig is not None:
+        sig_changed = sig != old_sig
+    else:
+        sig_changed = manifest_changed and old_sig is not None
+    result = dict(
+        changed=manifest_changed or sig_changed,
+        manifest=manifest_path,
+        manifest_sha256=sha256_bytes(raw),
+        files=len(manifest['files']),
+        bytes=sum(e['size'] for e in manifest['files'].values()),
+        signed=sig is not None,
+    )
+    if module.check_mode:
+        module.exit_json(**result)
+    if manifest_changed:
+        atomic_write(manifest_path, raw)
+    if sig is not None and sig_changed:
+        atomic_write(sig_path, sig)
+    elif sig is None and sig_changed:
+        os.unlink(sig_path)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,111 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: bundle_spec
+short_description: Validate a Ferry bundle spec and return it normalized
+version_added: 0.1.0
+description:
+  - Checks a bundle spec (see C(docs/bundle.md)) and returns it normalized, with defaults filled in,
+    relative local paths made absolute against the spec file's directory and digests lower-cased.
+  - An invalid spec fails with the key path of the problem, for example C(artifacts[2].sha256) or
+    C(arches[1]) for an unsupported architecture.
+  - Read-only; never reports a change.
+  - Registry passwords are replaced by C(********) in the returned spec so they do not end up in logs.
+author: Ferry developers (@ferry-airgap)
+options:
+  path:
+    description:
+      - Spec file to read (YAML; JSON when PyYAML is not installed on the host).
+      - Exactly one of O(path) and O(spec) is required.
+    type: path
+  spec:
+    description:
+      - The spec already parsed, for example with C(lookup('ansible.builtin.file', 'bundle.yml') | from_yaml).
+      - Relative local paths in it are kept relative to the task's working directory.
+    type: dict
+attributes:
+  check_mode:
+    support: full
+    description: Runs unchanged in check mode; it only reads.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
+"""
+
+EXAMPLES = r"""
+- name: Validate the bundle spec
+  ferry.airgap.bundle_spec:
+    path: "{{ playbook_dir }}/bundle.yml"
+  register: bundle
+
+- name: Show what will be fetched
+  ansible.builtin.debug:
+    msg: "{{ item.arch }}/{{ item.name }} from {{ item.src }}"
+  loop: "{{ bundle.spec.artifacts }}"
+"""
+
+RETURN = r"""
+spec:
+  description: The normalized spec.
+  returned: success
+  type: dict
+  sample:
+    name: shop
+    version: 2024.06.1
+    arches: [x86_64, aarch64]
+    artifacts:
+      - {name: k3s, arch: x86_64, src: "https://example.invalid/k3s", sha256: "0123...cdef", dest: k3s}
+    images:
+      - {ref: "registry.example/shop/web:1.4", oci_archive: /srv/build/web.tar}
+    apps:
+      - {name: shop, version: 1.4.0, src: /srv/build/apps/shop}
+    signing: {key: /home/builder/.ssh/ferry_bundle, identity: builder@example, namespace: ferry-bundle}
+counts:
+  description: How many arches, artifacts, images and apps the spec lists.
+  returned: success
+  type: dict
+  sample: {arches: 2, artifacts: 6, images: 12, apps: 1}
+"""
+
+import copy
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import BundleError, load_spec_file, validate_spec
+
+MASK = '********'
+
+
+def masked(spec):
+    out = copy.deepcopy(spec)
+    for img in out.get('images', []):
+        reg = img.get('registry')
+        if reg and reg.get('password'):
+            reg['password'] = MASK
+    return out
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(path=dict(type='path'), spec=dict(type='dict')),
+        mutually_exclusive=[('path', 'spec')],
+        required_one_of=[('path', 'spec')],
+        supports_check_mode=True,
+    )
+    try:
+        if module.params['path']:
+            spec = load_spec_file(module.params['path'])
+        else:
+            spec = validate_spec(module.params['spec'])
+    except BundleError as e:
+        module.fail_json(msg='invalid bundle spec: %s' % e)
+    counts = dict((k, len(spec[k])) for k in ('arches', 'artifacts', 'images', 'apps'))
+    module.exit_json(changed=False, spec=masked(spec), counts=counts)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,323 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: bundle_verify
+short_description: Verify a Ferry bundle, its signature, a delta or a (chunked) tar
+version_added: 0.1.0
+description:
+  - Verifies the signature of C(manifest.json) with C(ssh-keygen -Y verify), then every file of the bundle
+    against the manifest (missing, unlisted, size, sha256), image blobs against their names and the blobs
+    the images need.
+  - O(path) may be a bundle directory, a bundle tar, the first chunk (C(.000)) of a chunked tar or its
+    C(.parts.json). Chunks are checked against the chunk list, then the tar is unpacked safely (members
+    with C(..), absolute paths or escaping links are refused). Without O(dest) it is unpacked into a
+    temporary directory that is removed afterwards.
+  - When the bundle is a delta and O(base) is given, the full bundle is reconstructed from the delta and
+    the base (refusing a base other than the one the delta was built against) and verified. A delta
+    verified without O(base) only has its shipped files checked (RV(complete=false)).
+  - Fails listing every problem found.
+  - Reports a change only when it unpacked or reconstructed into O(dest) something that was not already
+    there; files are written under a temporary sibling name and renamed into place only once verified.
+author: Ferry developers (@ferry-airgap)
+options:
+  path:
+    description: Bundle directory, bundle tar, first chunk of a chunked tar, or its C(.parts.json).
+    type: path
+    required: true
+  allowed_signers:
+    description: OpenSSH allowed_signers file listing the keys trusted to sign bundles.
+    type: path
+  identity:
+    description:
+      - Principal in O(allowed_signers) the signature must belong to. When omitted, the principal is
+        looked up from the signature with C(ssh-keygen -Y find-principals).
+    type: str
+  namespace:
+    description: Signature namespace.
+    type: str
+    default: ferry-bundle
+  require_signature:
+    description:
+      - Fail unless C(manifest.json.sig) verifies against O(allowed_signers).
+      - When false, a signature is still verified if O(allowed_signers) is given and the signature exists.
+    type: bool
+    default: true
+  base:
+    description: The base bundle directory a delta in O(path) was built against.
+    type: path
+  dest:
+    description:
+      - Where to put the unpacked (tar) or reconstructed (delta + O(base)) bundle. Replaced atomically when
+        its content differs. Not used when O(path) is a full bundle directory.
+    type: path
+attributes:
+  check_mode:
+    support: partial
+    description: Can run in check mode and return changed status prediction without modifying the target.
+    details:
+      - A bundle directory is fully verified in check mode (it is only read).
+      - A tar or a delta to reconstruct is not unpacked in check mode; only the chunk list of a tar, or the
+        signature of a delta, is checked and C(changed) tells whether O(dest) would be written.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+"""
+
+EXAMPLES = r"""
+- name: Verify the bundle carried in on the USB disk
+  ferry.airgap.bundle_verify:
+    path: /media/usb/shop-2024.06.1.tar.000
+    dest: /opt/ferry/bundles/shop-2024.06.1
+    allowed_signers: /etc/ferry/allowed_signers
+    identity: release@example
+
+- name: Reconstruct and verify an upgrade delta against the installed bundle
+  ferry.airgap.bundle_verify:
+    path: /media/usb/shop-2024.07.0-delta
+    base: /opt/ferry/bundles/shop-2024.06.1
+    dest: /opt/ferry/bundles/shop-2024.07.0
+    allowed_signers: /etc/ferry/allowed_signers
+"""
+
+RETURN = r"""
+path:
+  description: The bundle directory that was verified (O(dest) when it was unpacked or reconstructed there).
+  returned: always
+  type: str
+  sample: /opt/ferry/bundles/shop-2024.06.1
+name:
+  description: Bundle name from the manifest.
+  returned: when the manifest could be read
+  type: str
+  sample: shop
+version:
+  description: Bundle version from the manifest.
+  returned: when the manifest could be read
+  type: str
+  sample: 2024.06.1
+delta:
+  description: Whether the manifest describes a delta.
+  returned: when the manifest could be read
+  type: bool
+  sample: false
+complete:
+  description: Whether every file of the manifest was present and checked (false for a delta verified without its base).
+  returned: when the manifest could be read
+  type: bool
+  sample: true
+signature:
+  description: Signature check result.
+  returned: when the manifest could be read
+  type: dict
+  sample: {verified: true, principal: release@example, message: 'Good "ferry-bundle" signature for release@example with ED25519 key SHA256:...'}
+files_checked:
+  description: Number of files hashed and compared.
+  returned: always
+  type: int
+  sample: 1432
+bytes_checked:
+  description: Bytes hashed.
+  returned: always
+  type: int
+  sample: 3221225472
+seconds:
+  description: Time spent hashing and checking.
+  returned: always
+  type: float
+  sample: 12.5
+mb_per_s:
+  description: Hashing throughput in MiB per second.
+  returned: always
+  type: float
+  sample: 245.8
+images:
+  description: The images the manifest lists.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{ref: "registry.example/shop/web:1.4", digest: "sha256:...", platforms: {linux/amd64: "sha256:..."}}]
+problems:
+  description: Every problem found; empty on success.
+  returned: always
+  type: list
+  elements: str
+  sample: ["sha256 mismatch: artifacts/x86_64/k3s/k3s: expected 4f6c..., actual 9e1d..."]
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+
+
+class _Counter(object):
+    def __init__(self):
+        self.bytes = 0
+
+    def __call__(self, n):
+        self.bytes += n
+
+
+def _read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except (IOError, OSError):
+        return None
+
+
+def _check_signature(module, bundle_dir, raw, result):
+    p = module.params
+    sig_path = os.path.join(bundle_dir, B.SIGNATURE)
+    sig = dict(verified=False, principal=None, message=None)
+    result['signature'] = sig
+    if p['require_signature'] and not p['allowed_signers']:
+        raise B.BundleError('require_signature is true but no allowed_signers file was given')
+    if not p['allowed_signers']:
+        sig['message'] = 'not checked: no allowed_signers given'
+        return
+    if not os.path.isfile(sig_path):
+        if p['require_signature']:
+            raise B.BundleError('signature %s is missing (require_signature is true)' % sig_path)
+        sig['message'] = 'not checked: %s is missing' % sig_path
+        return
+    out = B.verify_signature(module, os.path.join(bundle_dir, B.MANIFEST), p['allowed_signers'], p['identity'],
+                             p['namespace'], data=raw)
+    sig.update(verified=True, principal=out['principal'], message=out['message'])
+
+
+def _same_bundle(dest, raw, result, counter):
+    """True when ``dest`` already holds a bundle with manifest bytes ``raw`` that verifies."""
+    if _read(os.path.join(dest, B.MANIFEST)) != raw:
+        return False
+    manifest = B.parse_manifest(raw)
+    return not B.verify_bundle(dest, manifest, progress=counter)
+
+
+def _verify(module, result, counter, cleanup, timer):
+    p = module.params
+    path = p['path']
+    kind = B.describe_source(path)
+    bundle_dir = path
+    staged = None
+    if kind == 'tar':
+        tar_path, parts = B.resolve_pack(path)
+        if parts is not None:
+            problems = B.check_chunks(tar_path, parts)
+            if problems:
+                result['problems'] = problems
+                raise B.BundleError('chunked tar %s is damaged' % tar_path)
+        if module.check_mode:
+            result['changed'] = bool(p['dest'])
+            result['msg'] = 'check mode: %s was not unpacked, so only its chunk list was checked' % path
+            return
+        if p['dest']:
+            holder = B.tmp_sibling(p['dest'], directory=True)
+        else:
+            holder = tempfile.mkdtemp(prefix='.ferry-verify-')
+        cleanup.append(holder)
+        staged = os.path.join(holder, 'bundle')
+        B.unpack(path, staged)
+        bundle_dir = staged
+    elif p['dest'] is not None and os.path.abspath(p['dest']) == os.path.abspath(path):
+        p['dest'] = None
+
+    manifest, raw = B.read_manifest(bundle_dir)
+    result.update(name=manifest.get('name'), version=manifest.get('version'), delta=bool(manifest.get('delta')),
+                  images=manifest.get('images') or [])
+    _check_signature(module, bundle_dir, raw, result)
+
+    files = manifest['files']
+    incomplete_delta = bool(manifest.get('delta')) and any(
+        not os.path.isfile(os.path.join(bundle_dir, rel)) for rel in files)
+    timer['start'] = time.time()
+    if incomplete_delta and p['base']:
+        target = p['dest']
+        if target and _same_bundle(target, raw, result, counter):
+            result.update(path=target, complete=True, files_checked=len(files))
+        elif module.check_mode:
+            result.update(changed=bool(target), complete=False, files_checked=0,
+                          msg='check mode: the delta was not reconstructed')
+            return
+        else:
+            if not target:
+                holder = tempfile.mkdtemp(prefix='.ferry-verify-')
+                cleanup.append(holder)
+                target = os.path.join(holder, 'bundle')
+            B.apply_delta(bundle_dir, p['base'], target, progress=counter)
+            result.update(path=target if p['dest'] else path, complete=True, files_checked=len(files),
+                          changed=bool(p['dest']))
+    elif incomplete_delta:
+        result['problems'] = B.verify_bundle(bundle_dir, manifest, progress=counter, partial=True)
+        result.update(path=path, complete=False, files_checked=len(manifest['delta']['present']))
+        if staged and not result['problems'] and p['dest']:
+            _place(staged, p['dest'], raw, result)
+    else:
+        result['problems'] = B.verify_bundle(bundle_dir, manifest, progress=counter)
+        result.update(path=path, complete=True, files_checked=len(files))
+        if staged and not result['problems'] and p['dest']:
+            _place(staged, p['dest'], raw, result)
+
+
+def _place(staged, dest, raw, result):
+    """Move the verified unpacked bundle to ``dest`` unless the same bundle is already there intact."""
+    result['path'] = dest
+    if _read(os.path.join(dest, B.MANIFEST)) == raw:
+        manifest = B.parse_manifest(raw)
+        partial = bool(manifest.get('delta')) and not all(
+            os.path.isfile(os.path.join(dest, rel)) for rel in manifest['files'])
+        if not B.verify_bundle(dest, manifest, partial=partial):
+            return
+    B.replace_dir(staged, dest)
+    result['changed'] = True
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='path', required=True),
+            allowed_signers=dict(type='path'),
+            identity=dict(type='str'),
+            namespace=dict(type='str', default='ferry-bundle'),
+            require_signature=dict(type='bool', default=True),
+            base=dict(type='path'),
+            dest=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    counter = _Counter()
+    result = dict(changed=False, path=module.params['path'], files_checked=0, bytes_checked=0, seconds=0.0,
+                  mb_per_s=0.0, images=[], problems=[])
+    cleanup = []
+    timer = {}
+    error = None
+    try:
+        _verify(module, result, counter, cleanup, timer)
+    except B.BundleError as e:
+        error = str(e)
+    finally:
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+    result['bytes_checked'] = counter.bytes
+    if timer.get('start'):
+        result['seconds'] = round(time.time() - timer['start'], 3)
+    if result['seconds']:
+        result['mb_per_s'] = round(counter.bytes / 1048576.0 / result['seconds'], 1)
+    if error is not None:
+        module.fail_json(msg=error + (': ' + '; '.join(result['problems']) if result['problems'] else ''), **result)
+    if result['problems']:
+        module.fail_json(msg='bundle %s failed verification (%d problems): %s' % (
+            result['path'], len(result['problems']), '; '.join(result['problems'])), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

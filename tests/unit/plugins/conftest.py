@@ -1,0 +1,19 @@
+"""Fixtures shared by the plugin tests."""
+
+import os
+
+import pytest
+
+from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import keygen, write
+
+
+@pytest.fixture(scope='session')
+def keys(tmp_path_factory):
+    """Two ed25519 keys; allowed_signers lists only ``good`` as release@example."""
+    d = tmp_path_factory.mktemp('keys')
+    good = keygen(d, 'good')
+    bad = keygen(d, 'bad')
+    allowed = os.path.join(str(d), 'allowed_signers')
+    with open(good + '.pub') as f:
+        write(allowed, 'release@example %s\n' % f.read().strip())
+    return {'good': good, 'bad': bad, 'allowed': allowed, 'identity': 'release@example'}

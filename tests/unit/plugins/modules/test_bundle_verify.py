@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+import io
+import json
+import os
+import tarfile
+
+from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
+from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import (
+    add_blob, finish, make_bundle, run_module, siblings, tree, write)
+
+
+def signed_bundle(tmp_path, keys, name='shop-1.0', key='good'):
+    root = make_bundle(tmp_path / name)
+    manifest = finish(root, key=keys[key])
+    return root, manifest
+
+
+def args(keys, path, **kw):
+    a = {'path': path, 'allowed_signers': keys['allowed'], 'identity': keys['identity']}
+    a.update(kw)
+    return a
+
+
+def test_good_bundle(tmp_path, capsys, keys):
+    root, manifest = signed_bundle(tmp_path, keys)
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 0 and result['changed'] is False and result['problems'] == []
+    assert result['signature']['verified'] and result['signature']['principal'] == 'release@example'
+    assert result['files_checked'] == len(manifest['files'])
+    assert result['bytes_checked'] == sum(e['size'] for e in manifest['files'].values())
+    assert result['complete'] and result['images'][0]['ref'] == 'registry.example/shop/web:1.0'
+    assert 'mb_per_s' in result and result['seconds'] >= 0
+    # check mode on a directory still verifies
+    write(os.path.join(root, 'extra'), 'x')
+    result, code = run_module(bundle_verify, args(keys, root), capsys, check_mode=True)
+    assert code == 1 and result['problems'] == ['unlisted file: extra (not in the manifest)']
+
+
+def test_flipped_byte(tmp_path, capsys, keys):
+    root, manifest = signed_bundle(tmp_path, keys)
+    path = os.path.join(root, 'apps/shop/1.0/values.yaml')
+    actual = write(path, 'replicas: 2\n')
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['failed']
+    expected = manifest['files']['apps/shop/1.0/values.yaml']['sha256']
+    assert 'sha256 mismatch: apps/shop/1.0/values.yaml: expected %s, actual %s' % (expected, actual) in result['msg']
+    assert len(result['problems']) == 1 and result['files_checked'] == len(manifest['files'])
+
+
+def test_unknown_key_refused(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys, key='bad')
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and 'Could not verify signature' in result['msg'] and result['files_checked'] == 0
+
+
+def test_signature_requirements(tmp_path, capsys, keys):
+    root = make_bundle(tmp_path / 'b')
+    finish(root)
+    result, code = run_module(bundle_verify, {'path': root}, capsys)
+    assert code == 1 and 'no allowed_signers' in result['msg']
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and 'manifest.json.sig is missing' in result['msg']
+    result, code = run_module(bundle_verify, {'path': root, 'require_signature': False}, capsys)
+    assert code == 0 and result['signature']['verified'] is False
+
+
+def test_missing_blob_named(tmp_path, capsys, keys):
+    root = make_bundle(tmp_path / 'b')
+    index = json.loads(open(os.path.join(root, 'images/index.json')).read())
+    man = json.loads(open(os.path.join(root, B.BLOB_DIR, index['manifests'][0]['digest'][7:])).read())
+    layer = man['layers'][0]['digest'][7:]
+    os.unlink(os.path.join(root, B.BLOB_DIR, layer))
+    finish(root, key=keys['good'])
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and 'image blob missing: %s/%s' % (B.BLOB_DIR, layer) in result['msg']
+
+
+def test_chunked_tar_to_dest_and_rerun(tmp_path, capsys, keys):
+    root, manifest = signed_bundle(tmp_path, keys)
+    tar = str(tmp_path / 'media' / 'shop.tar')
+    os.makedirs(os.path.dirname(tar))
+    B.pack(root, tar, chunk_size=16384)
+    dest = str(tmp_path / 'site' / 'shop-1.0')
+    os.makedirs(os.path.dirname(dest))
+    result, code = run_module(bundle_verify, args(keys, tar + '.000', dest=dest), capsys, check_mode=True)
+    assert code == 0 and result['changed'] and not os.path.exists(dest)
+    result, code = run_module(bundle_verify, args(keys, tar + '.000', dest=dest), capsys)
+    assert code == 0 and result['changed'] and result['path'] == dest and result['problems'] == []
+    assert tree(dest) == tree(root) and siblings(dest) == []
+    result, code = run_module(bundle_verify, args(keys, tar + '.parts.json', dest=dest), capsys)
+    assert code == 0 and result['changed'] is False
+    # without dest the tar is verified in a temporary directory that is removed
+    result, code = run_module(bundle_verify, args(keys, tar + '.000'), capsys)
+    assert code == 0 and result['changed'] is False and result['files_checked'] == len(manifest['files'])
+
+
+def test_truncated_tar(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    tar = str(tmp_path / 'shop.tar')
+    B.pack(root, tar)
+    with open(tar, 'r+b') as f:
+        f.truncate(os.path.getsize(tar) // 2)
+    dest = str(tmp_path / 'dest')
+    result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
+    assert code == 1 and 'cannot unpack' in result['msg'] and 'truncated' in result['msg']
+    assert not os.path.exists(dest) and siblings(dest) == []
+
+
+def test_tar_with_dotdot_member(tmp_path, capsys, keys):
+    tar = str(tmp_path / 'evil.tar')
+    with tarfile.open(tar, 'w') as t:
+        info = tarfile.TarInfo('shop/../../pwned')
+        info.size = 3
+        t.addfile(info, io.BytesIO(b'abc'))
+    dest = str(tmp_path / 'dest')
+    result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
+    assert code == 1 and 'shop/../../pwned' in result['msg'] and 'unsafe' in result['msg']
+    assert not os.path.exists(dest) and not os.path.exists(str(tmp_path / 'pwned'))
+
+
+def make_delta(tmp_path, keys):
+    v1 = make_bundle(tmp_path / 'shop-1.0')
+    finish(v1, key=keys['good'])
+    v2 = make_bundle(tmp_path / 'shop-2.0', version='2.0', app_text='replicas: 3\n')
+    add_blob(v2, b'fresh layer')
+    full = finish(v2, '2.0', key=keys['good'])
+    delta = str(tmp_path / 'delta')
+    B.build_delta(v2, v1, delta, signer=lambda p: B.sign(None, p, keys['good']))
+    return v1, v2, full, delta
+
+
+def test_delta_with_base_reconstructs(tmp_path, capsys, keys):
+    v1, v2, full, delta = make_delta(tmp_path, keys)
+    # the delta alone: only its own files are checked
+    result, code = run_module(bundle_verify, args(keys, delta), capsys)
+    assert code == 0 and result['delta'] and result['complete'] is False
+    assert result['files_checked'] == len(B.read_manifest(delta)[0]['delta']['present']) < len(full['files'])
+    dest = str(tmp_path / 'shop-2.0-site')
+    result, code = run_module(bundle_verify, args(keys, delta, base=v1, dest=dest), capsys)
+    assert code == 0 and result['changed'] and result['complete'] and result['path'] == dest
+    assert B.read_manifest(dest)[0]['files'] == full['files']
+    result, code = run_module(bundle_verify, args(keys, delta, base=v1, dest=dest), capsys)
+    assert code == 0 and result['changed'] is False
+    # the reconstructed bundle verifies on its own as a full bundle
+    result, code = run_module(bundle_verify, args(keys, dest), capsys)
+    assert code == 0 and result['complete'] and result['files_checked'] == len(full['files'])
+
+
+def test_delta_with_wrong_base(tmp_path, capsys, keys):
+    v1, v2, full, delta = make_delta(tmp_path, keys)
+    other = make_bundle(tmp_path / 'other', version='1.0', app_text='replicas: 9\n')
+    finish(other, '0.9')
+    dest = str(tmp_path / 'out')
+    result, code = run_module(bundle_verify, args(keys, delta, base=other, dest=dest), capsys)
+    assert code == 1 and 'wrong base' in result['msg']
+    assert B.digest_inventory(v1)['manifest_sha256'] in result['msg']
+    assert B.digest_inventory(other)['manifest_sha256'] in result['msg']
+    assert 'shop 1.0' in result['msg'] and 'shop 0.9' in result['msg']
+    assert not os.path.exists(dest) and siblings(dest) == []
