@@ -176,6 +176,15 @@ def dumps(data):
     return (json.dumps(data, indent=2, sort_keys=True, separators=(',', ': ')) + '\n').encode('utf-8')
 
 
+def read_bytes(path):
+    """The file's bytes, or None when it cannot be read (missing, a directory...)."""
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
+
+
 def _load_json(path, what):
     try:
         with open(path, 'rb') as f:

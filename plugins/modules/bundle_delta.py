@@ -104,14 +104,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 
 
-def _read(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except (IOError, OSError):
-        return None
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -138,8 +130,8 @@ def main():
             bytes_shipped=sum(files[rel]['size'] for rel in manifest['delta']['present']),
             base=manifest['base'], signed=sig is not None,
         )
-        if (_read(os.path.join(p['dest'], B.MANIFEST)) == raw
-                and _read(os.path.join(p['dest'], B.SIGNATURE)) == sig
+        if (B.read_bytes(os.path.join(p['dest'], B.MANIFEST)) == raw
+                and B.read_bytes(os.path.join(p['dest'], B.SIGNATURE)) == sig
                 and not B.verify_bundle(p['dest'], manifest, partial=True)):
             result['changed'] = False
         if result['changed'] and not module.check_mode:

@@ -108,15 +108,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
-    MANIFEST, SIGNATURE, BundleError, atomic_write, build_manifest, dumps, sha256_bytes, sign_bytes, utc_now)
-
-
-def _read(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except (IOError, OSError):
-        return None
+    MANIFEST, SIGNATURE, BundleError, atomic_write, build_manifest, dumps, sha256_bytes, sign_bytes, utc_now, read_bytes)
 
 
 def _old_created(raw):
@@ -144,8 +136,8 @@ def main():
     p = module.params
     manifest_path = os.path.join(p['path'], MANIFEST)
     sig_path = os.path.join(p['path'], SIGNATURE)
-    old_raw = _read(manifest_path)
-    old_sig = _read(sig_path)
+    old_raw = read_bytes(manifest_path)
+    old_sig = read_bytes(sig_path)
     try:
         meta = dict(name=p['name'], version=p['version'], arches=p['arches'], images=p['images'],
                     created=p['created'] or 'pending')

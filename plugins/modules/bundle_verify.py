@@ -166,14 +166,6 @@ class _Counter(object):
         self.bytes += n
 
 
-def _read(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except (IOError, OSError):
-        return None
-
-
 def _check_signature(module, bundle_dir, raw, result):
     p = module.params
     sig_path = os.path.join(bundle_dir, B.SIGNATURE)
@@ -196,7 +188,7 @@ def _check_signature(module, bundle_dir, raw, result):
 
 def _same_bundle(dest, raw, result, counter):
     """True when ``dest`` already holds a bundle with manifest bytes ``raw`` that verifies."""
-    if _read(os.path.join(dest, B.MANIFEST)) != raw:
+    if B.read_bytes(os.path.join(dest, B.MANIFEST)) != raw:
         return False
     manifest = B.parse_manifest(raw)
     return not B.verify_bundle(dest, manifest, progress=counter)
@@ -270,7 +262,7 @@ def _verify(module, result, counter, cleanup, timer):
 def _place(staged, dest, raw, result):
     """Move the verified unpacked bundle to ``dest`` unless the same bundle is already there intact."""
     result['path'] = dest
-    if _read(os.path.join(dest, B.MANIFEST)) == raw:
+    if B.read_bytes(os.path.join(dest, B.MANIFEST)) == raw:
         manifest = B.parse_manifest(raw)
         partial = bool(manifest.get('delta')) and not all(
             os.path.isfile(os.path.join(dest, rel)) for rel in manifest['files'])
