@@ -716,7 +716,11 @@ def read_manifest(bundle_dir):
 # ---------------------------------------------------------------------------
 
 def _image_refs(bundle_dir, manifest):
-    """(digest, referrer) pairs every image of the bundle needs, walking index -> manifests -> config/layers."""
+    """(digest, referrer) pairs every image of the bundle needs, walking index -> manifests -> config/layers.
+
+    Only indexes and manifests are opened: a config or layer blob is a leaf, even when its JSON
+    happens to hold a "config" or "layers" key (an image config does: its runtime "config").
+    """
     todo = []
     index_path = os.path.join(bundle_dir, 'images', 'index.json')
     if os.path.isfile(index_path):
@@ -726,34 +730,36 @@ def _image_refs(bundle_dir, manifest):
             index = {}
         for desc in index.get('manifests') or [] if isinstance(index, dict) else []:
             if isinstance(desc, dict):
-                todo.append((desc.get('digest'), 'images/index.json'))
+                todo.append((desc.get('digest'), 'images/index.json', True))
     for img in manifest.get('images') or []:
         if not isinstance(img, dict):
             continue
         label = 'image %s' % img.get('ref')
-        todo.append((img.get('digest'), label))
+        todo.append((img.get('digest'), label, True))
         for plat, digest in sorted((img.get('platforms') or {}).items()):
-            todo.append((digest, '%s (%s)' % (label, plat)))
+            todo.append((digest, '%s (%s)' % (label, plat), True))
     seen = set()
     out = []
     while todo:
-        digest, referrer = todo.pop(0)
+        digest, referrer, document = todo.pop(0)
         if digest in seen:
             continue
         seen.add(digest)
         out.append((digest, referrer))
+        if not document:
+            continue
         doc = _read_blob(bundle_dir, digest)
         if not isinstance(doc, dict):
             continue
         label = 'blob %s' % digest
         for m in doc.get('manifests') or []:
             if isinstance(m, dict):
-                todo.append((m.get('digest'), label))
+                todo.append((m.get('digest'), label, True))
         if isinstance(doc.get('config'), dict):
-            todo.append((doc['config'].get('digest'), label))
+            todo.append((doc['config'].get('digest'), label, False))
         for layer in doc.get('layers') or []:
             if isinstance(layer, dict):
-                todo.append((layer.get('digest'), label))
+                todo.append((layer.get('digest'), label, False))
     return out
 
 
