@@ -14,10 +14,13 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v shellcheck >/dev/null || need+=(shellcheck)
-if [ ${#need[@]} -gt 0 ]; then
+# The test bundle carries Debian's arm64 binaries too (apt-get download PKG:arm64).
+arm64_new=0
+dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; arm64_new=1; }
+if [ ${#need[@]} -gt 0 ] || [ $arm64_new = 1 ]; then
   log "installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  [ ${#need[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -15,7 +15,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=ferry-testhost
 suite=bookworm
-packages=systemd,systemd-sysv,python3,iproute2,procps,ca-certificates,iptables,kmod
+packages=systemd,systemd-sysv,python3,iproute2,procps,ca-certificates,iptables,kmod,openssh-client
 recipe=$( { cat "$0"; find "$here/variants" -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
 work=${FERRY_IMAGE_WORKDIR:-/var/tmp/ferry-images}
 
