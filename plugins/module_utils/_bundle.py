@@ -16,6 +16,7 @@ something that looks like a valid bundle.
 
 import calendar
 import errno
+import fnmatch
 import hashlib
 import json
 import os
@@ -107,6 +108,8 @@ def check_relpath(relpath):
 def tmp_sibling(path, directory=False):
     parent = os.path.dirname(os.path.abspath(path)) or '.'
     prefix = '.%s.tmp-' % os.path.basename(os.path.normpath(path))
+    if not os.path.isdir(parent):
+        raise BundleError('cannot write %s: its directory %s does not exist' % (path, parent))
     if directory:
         return tempfile.mkdtemp(prefix=prefix, dir=parent)
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
@@ -550,6 +553,88 @@ def walk_files(bundle_dir):
     return sorted(found)
 
 
+# Paths a site adds to an unpacked bundle: ./bootstrap writes .ferry-venv/ and collections/, the
+# operator writes inventory/hosts.yml (and group_vars/, host_vars/ next to it), Ansible may write
+# .ansible/. verify_bundle skips them when it looks for unlisted files, and only then: a file the
+# manifest lists is always checked, wherever it is.
+SITE_LOCAL_DIRS = ('.ferry-venv', 'collections', '.ansible', 'inventory/group_vars', 'inventory/host_vars')
+SITE_LOCAL_FILES = ('inventory/hosts.yml',)
+
+
+class ExtraFilter(object):
+    """Decides which unlisted paths of a bundle directory are site-local (skipped, not a problem).
+
+    ``builtin`` enables the fixed list above; ``globs`` are extra :func:`fnmatch.fnmatchcase`
+    patterns matched against the POSIX path relative to the bundle root (``*`` also matches
+    ``/``); a directory that matches one (tried with and without a trailing ``/``) is skipped whole.
+    """
+
+    def __init__(self, globs=None, builtin=True):
+        self.builtin = builtin
+        self.globs = [g for g in (globs or []) if g]
+        for glob in self.globs:
+            if glob.startswith('/') or '..' in glob.split('/'):
+                raise BundleError('ignore_extra: %r must be relative to the bundle and must not contain ..' % glob)
+
+    def _glob(self, rel):
+        return any(fnmatch.fnmatchcase(rel, g) for g in self.globs)
+
+    def skip_dir(self, rel):
+        if self.builtin and any(rel == d or rel.startswith(d + '/') for d in SITE_LOCAL_DIRS):
+            return True
+        return self._glob(rel) or self._glob(rel + '/')
+
+    def skip_file(self, rel):
+        if self.builtin and (rel in SITE_LOCAL_FILES or any(rel.startswith(d + '/') for d in SITE_LOCAL_DIRS)):
+            return True
+        return self._glob(rel)
+
+
+def _scan(bundle_dir, listed, extra_filter=None):
+    """Walk ``bundle_dir`` for verification: ``(on_disk, problems, skipped)``.
+
+    ``on_disk`` holds the regular files (not the manifest and its signature); symlinks and special
+    files are problems. Unlisted paths ``extra_filter`` accepts as site-local are not descended into
+    nor reported: they go to ``skipped`` (directories with a trailing ``/``). A directory holding a
+    listed file is always walked, and a listed file is never skipped.
+    """
+    listed_dirs = set()
+    for rel in listed:
+        parts = rel.split('/')[:-1]
+        for i in range(1, len(parts) + 1):
+            listed_dirs.add('/'.join(parts[:i]))
+    on_disk, problems, skipped = set(), [], []
+    for root, dirs, names in os.walk(bundle_dir):
+        dirs.sort()
+        keep = []
+        for name in dirs:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, bundle_dir).replace(os.sep, '/')
+            if extra_filter is not None and rel not in listed_dirs and extra_filter.skip_dir(rel):
+                skipped.append(rel + '/')
+            elif os.path.islink(full):
+                problems.append('%s: symlinks are not allowed in a bundle (%s)' % (rel, bundle_dir))
+            else:
+                keep.append(name)
+        dirs[:] = keep
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, bundle_dir).replace(os.sep, '/')
+            if rel in (MANIFEST, SIGNATURE):
+                continue
+            if extra_filter is not None and rel not in listed and extra_filter.skip_file(rel):
+                skipped.append(rel)
+                continue
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                problems.append('%s: symlinks are not allowed in a bundle (%s)' % (rel, bundle_dir))
+            elif not stat.S_ISREG(st.st_mode):
+                problems.append('%s: not a regular file (%s)' % (rel, bundle_dir))
+            else:
+                on_disk.add(rel)
+    return on_disk, problems, sorted(skipped)
+
+
 def app_digest(entries):
     """sha256 of an app's sorted listing: one ``<sha256>  <path relative to the app dir>\\n`` line per file."""
     listing = ''.join('%s  %s\n' % (sha, rel) for rel, sha in sorted(entries))
@@ -763,7 +848,7 @@ def _image_refs(bundle_dir, manifest):
     return out
 
 
-def verify_bundle(bundle_dir, manifest, progress=None, partial=False):
+def verify_bundle(bundle_dir, manifest, progress=None, partial=False, extra_filter=None, skipped=None):
     """Check ``bundle_dir`` against ``manifest``; returns a list of problems (empty = good).
 
     Checks every listed file (missing, size, sha256 naming expected and
@@ -773,6 +858,9 @@ def verify_bundle(bundle_dir, manifest, progress=None, partial=False):
 
     ``partial=True`` is for an unapplied delta: files not in ``delta.present``
     may be absent. ``progress(n)`` is called with bytes hashed.
+
+    ``extra_filter`` (an :class:`ExtraFilter`) names unlisted site-local paths that are not
+    problems; they are appended to the list ``skipped`` when one is given.
     """
     problems = []
     files = manifest.get('files') or {}
@@ -782,17 +870,10 @@ def verify_bundle(bundle_dir, manifest, progress=None, partial=False):
         partial = False
     optional = set(files) - set(delta['present']) if partial else set()
 
-    try:
-        on_disk = set(walk_files(bundle_dir))
-    except BundleError as e:
-        problems.append(str(e))
-        on_disk = set()
-        for root, _dirs, names in os.walk(bundle_dir):
-            for name in names:
-                rel = os.path.relpath(os.path.join(root, name), bundle_dir).replace(os.sep, '/')
-                if rel not in (MANIFEST, SIGNATURE) and os.path.isfile(os.path.join(root, name)) \
-                        and not os.path.islink(os.path.join(root, name)):
-                    on_disk.add(rel)
+    on_disk, scan_problems, site_local = _scan(bundle_dir, set(files), extra_filter)
+    problems.extend(scan_problems)
+    if skipped is not None:
+        skipped.extend(site_local)
 
     for rel in sorted(files):
         entry = files[rel]

@@ -19,6 +19,9 @@ description:
   - When the bundle is a delta and O(base) is given, the full bundle is reconstructed from the delta and
     the base (refusing a base other than the one the delta was built against) and verified. A delta
     verified without O(base) only has its shipped files checked (RV(complete=false)).
+  - In a bundle directory, unlisted paths a site adds after unpacking are skipped instead of being reported
+    as unlisted files (RV(site_local) lists them); see O(ignore_extra). Content unpacked from a tar must hold
+    exactly the listed files.
   - Fails listing every problem found.
   - Reports a change only when it unpacked or reconstructed into O(dest) something that was not already
     there; files are written under a temporary sibling name and renamed into place only once verified.
@@ -54,6 +57,19 @@ options:
       - Where to put the unpacked (tar) or reconstructed (delta + O(base)) bundle. Replaced atomically when
         its content differs. Not used when O(path) is a full bundle directory.
     type: path
+  ignore_extra:
+    description:
+      - Extra site-local paths to skip when looking for unlisted files in a bundle directory, as globs matched
+        (C(fnmatch), where C(*) also matches C(/)) against the path relative to the bundle root; a matching
+        directory is skipped whole. Example C(*.retry), C(site/*).
+      - Always skipped, without being listed here, as they are written at the site by C(./bootstrap), the
+        operator or Ansible - C(.ferry-venv/), C(collections/), C(.ansible/), C(inventory/hosts.yml),
+        C(inventory/group_vars/), C(inventory/host_vars/) (exact paths from the bundle root).
+      - Only unlisted paths are skipped. A file the manifest lists is always checked, wherever it is.
+      - Not applied to the content of a tar or chunks, nor to a reconstructed delta.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: partial
@@ -140,6 +156,14 @@ images:
   type: list
   elements: dict
   sample: [{ref: "registry.example/shop/web:1.4", digest: "sha256:...", platforms: {linux/amd64: "sha256:..."}}]
+site_local:
+  description:
+    - Unlisted site-local paths that were skipped (see O(ignore_extra)), relative to the bundle root; directories
+      end with C(/) and are not descended into.
+  returned: always
+  type: list
+  elements: str
+  sample: [.ferry-venv/, collections/, inventory/hosts.yml]
 problems:
   description: Every problem found; empty on success.
   returned: always
@@ -186,17 +210,22 @@ def _check_signature(module, bundle_dir, raw, result):
     sig.update(verified=True, principal=out['principal'], message=out['message'])
 
 
-def _same_bundle(dest, raw, result, counter):
+def _same_bundle(dest, raw, result, counter, extra_filter):
     """True when ``dest`` already holds a bundle with manifest bytes ``raw`` that verifies."""
     if B.read_bytes(os.path.join(dest, B.MANIFEST)) != raw:
         return False
     manifest = B.parse_manifest(raw)
-    return not B.verify_bundle(dest, manifest, progress=counter)
+    skipped = []
+    if B.verify_bundle(dest, manifest, progress=counter, extra_filter=extra_filter, skipped=skipped):
+        return False
+    result['site_local'] = skipped
+    return True
 
 
 def _verify(module, result, counter, cleanup, timer):
     p = module.params
     path = p['path']
+    extra_filter = B.ExtraFilter(p['ignore_extra'])
     kind = B.describe_source(path)
     bundle_dir = path
     staged = None
@@ -233,7 +262,7 @@ def _verify(module, result, counter, cleanup, timer):
     timer['start'] = time.time()
     if incomplete_delta and p['base']:
         target = p['dest']
-        if target and _same_bundle(target, raw, result, counter):
+        if target and _same_bundle(target, raw, result, counter, extra_filter):
             result.update(path=target, complete=True, files_checked=len(files))
         elif module.check_mode:
             result.update(changed=bool(target), complete=False, files_checked=0,
@@ -247,26 +276,27 @@ def _verify(module, result, counter, cleanup, timer):
             B.apply_delta(bundle_dir, p['base'], target, progress=counter)
             result.update(path=target if p['dest'] else path, complete=True, files_checked=len(files),
                           changed=bool(p['dest']))
-    elif incomplete_delta:
-        result['problems'] = B.verify_bundle(bundle_dir, manifest, progress=counter, partial=True)
-        result.update(path=path, complete=False, files_checked=len(manifest['delta']['present']))
-        if staged and not result['problems'] and p['dest']:
-            _place(staged, p['dest'], raw, result)
     else:
-        result['problems'] = B.verify_bundle(bundle_dir, manifest, progress=counter)
-        result.update(path=path, complete=True, files_checked=len(files))
+        # Site-local paths are skipped in a directory, never in what a tar unpacked.
+        dir_filter = None if staged else extra_filter
+        result['problems'] = B.verify_bundle(bundle_dir, manifest, progress=counter, partial=incomplete_delta,
+                                             extra_filter=dir_filter, skipped=result['site_local'])
+        result.update(path=path, complete=not incomplete_delta,
+                      files_checked=len(manifest['delta']['present']) if incomplete_delta else len(files))
         if staged and not result['problems'] and p['dest']:
-            _place(staged, p['dest'], raw, result)
+            _place(staged, p['dest'], raw, result, extra_filter)
 
 
-def _place(staged, dest, raw, result):
+def _place(staged, dest, raw, result, extra_filter):
     """Move the verified unpacked bundle to ``dest`` unless the same bundle is already there intact."""
     result['path'] = dest
     if B.read_bytes(os.path.join(dest, B.MANIFEST)) == raw:
         manifest = B.parse_manifest(raw)
         partial = bool(manifest.get('delta')) and not all(
             os.path.isfile(os.path.join(dest, rel)) for rel in manifest['files'])
-        if not B.verify_bundle(dest, manifest, partial=partial):
+        skipped = []
+        if not B.verify_bundle(dest, manifest, partial=partial, extra_filter=extra_filter, skipped=skipped):
+            result['site_local'] = skipped
             return
     B.replace_dir(staged, dest)
     result['changed'] = True
@@ -282,12 +312,13 @@ def main():
             require_signature=dict(type='bool', default=True),
             base=dict(type='path'),
             dest=dict(type='path'),
+            ignore_extra=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
     counter = _Counter()
     result = dict(changed=False, path=module.params['path'], files_checked=0, bytes_checked=0, seconds=0.0,
-                  mb_per_s=0.0, images=[], problems=[])
+                  mb_per_s=0.0, images=[], problems=[], site_local=[])
     cleanup = []
     timer = {}
     error = None

@@ -550,3 +550,33 @@ def test_images_from_multi_platform_index(tmp_path):
     manifest = B.build_manifest(root, META)
     assert B.verify_bundle(root, manifest) == [
         'image blob missing: %s/%s (needed by blob %s)' % (B.BLOB_DIR, att[7:], index_d)]
+
+
+def test_site_local_skipped_only_with_a_filter(tmp_path):
+    root = make_bundle(tmp_path / 'b')
+    manifest = finish(root)
+    write(os.path.join(root, '.ferry-venv/bin/activate'), '# venv')
+    os.symlink('lib', os.path.join(root, '.ferry-venv/lib64'))
+    write(os.path.join(root, 'inventory/hosts.yml'), 'all: {}\n')
+    write(os.path.join(root, 'images/stray'), 'x')
+    # without a filter (the build side, apply_delta) every extra is a problem
+    problems = B.verify_bundle(root, manifest)
+    assert sorted(problems) == sorted([
+        '.ferry-venv/lib64: symlinks are not allowed in a bundle (%s)' % root,
+        'unlisted file: .ferry-venv/bin/activate (not in the manifest)',
+        'unlisted file: images/stray (not in the manifest)',
+        'unlisted file: inventory/hosts.yml (not in the manifest)'])
+    skipped = []
+    problems = B.verify_bundle(root, manifest, extra_filter=B.ExtraFilter(['images/st*']), skipped=skipped)
+    assert problems == [] and skipped == ['.ferry-venv/', 'images/stray', 'inventory/hosts.yml']
+    assert B.verify_bundle(root, manifest, extra_filter=B.ExtraFilter(builtin=False), skipped=skipped) != []
+
+
+def test_extra_filter_is_exact():
+    f = B.ExtraFilter()
+    assert f.skip_dir('.ferry-venv') and f.skip_dir('collections/ansible_collections') and f.skip_dir('inventory/host_vars')
+    assert not f.skip_dir('inventory') and not f.skip_dir('apps/x/collections') and not f.skip_dir('collections2')
+    assert f.skip_file('inventory/hosts.yml') and f.skip_file('.ansible/tmp/x')
+    assert not f.skip_file('inventory/hosts.yaml') and not f.skip_file('hosts.yml') and not f.skip_file('x.retry')
+    with pytest.raises(B.BundleError, match='ignore_extra'):
+        B.ExtraFilter(['a/../../b'])

@@ -11,6 +11,7 @@
 """
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -56,10 +57,16 @@ def need_binary(name):
 @pytest.fixture(scope='module')
 def registry(tmp_path_factory):
     """host:port of Debian's docker-registry with htpasswd auth, running on 127.0.0.1."""
+    with run_registry(tmp_path_factory.mktemp('registry')) as host:
+        yield host
+
+
+@contextlib.contextmanager
+def run_registry(work, user=USER, password=PASSWORD):
+    """Run Debian's docker-registry on 127.0.0.1 with htpasswd auth for ``user``; yields host:port."""
     binary = need_binary('docker-registry')
     htpasswd = need_binary('htpasswd')
-    work = tmp_path_factory.mktemp('registry')
-    entry = subprocess.check_output([htpasswd, '-Bbn', USER, PASSWORD])
+    entry = subprocess.check_output([htpasswd, '-Bbn', user, password])
     (work / 'htpasswd').write_bytes(entry)
     port = free_port()
     (work / 'config.yml').write_text(
@@ -108,27 +115,27 @@ def _call(method, url, data=None, content_type=None, auth=(USER, PASSWORD)):
     return urlopen(req, timeout=30)
 
 
-def push_blob(host, repo, data):
-    resp = _call('POST', 'http://%s/v2/%s/blobs/uploads/' % (host, repo), b'')
+def push_blob(host, repo, data, auth=(USER, PASSWORD)):
+    resp = _call('POST', 'http://%s/v2/%s/blobs/uploads/' % (host, repo), b'', auth=auth)
     assert resp.status == 202
     location = resp.headers['Location']
     if location.startswith('/'):
         location = 'http://' + host + location
     sep = '&' if '?' in location else '?'
-    resp = _call('PUT', location + sep + 'digest=' + digest(data), data, 'application/octet-stream')
+    resp = _call('PUT', location + sep + 'digest=' + digest(data), data, 'application/octet-stream', auth=auth)
     assert resp.status == 201
 
 
-def push_manifest(host, repo, reference, data, media_type):
-    resp = _call('PUT', 'http://%s/v2/%s/manifests/%s' % (host, repo, reference), data, media_type)
+def push_manifest(host, repo, reference, data, media_type, auth=(USER, PASSWORD)):
+    resp = _call('PUT', 'http://%s/v2/%s/manifests/%s' % (host, repo, reference), data, media_type, auth=auth)
     assert resp.status == 201
     assert resp.headers['Docker-Content-Digest'] == digest(data)
 
 
-def push_image(host, repo, image):
+def push_image(host, repo, image, auth=(USER, PASSWORD), tag=None):
     for blob in image.layers + [image.config]:
-        push_blob(host, repo, blob)
-    push_manifest(host, repo, digest(image.manifest()), image.manifest(), _oci.MT_OCI_MANIFEST)
+        push_blob(host, repo, blob, auth)
+    push_manifest(host, repo, tag or digest(image.manifest()), image.manifest(), _oci.MT_OCI_MANIFEST, auth)
 
 
 @pytest.fixture(scope='module')

@@ -5,6 +5,8 @@
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
@@ -161,3 +163,120 @@ def test_delta_with_wrong_base(tmp_path, capsys, keys):
     assert B.digest_inventory(other)['manifest_sha256'] in result['msg']
     assert 'shop 1.0' in result['msg'] and 'shop 0.9' in result['msg']
     assert not os.path.exists(dest) and siblings(dest) == []
+
+
+# --- site-local paths: what ./bootstrap, the operator and Ansible add to an unpacked bundle -------------
+
+SITE_LOCAL = ['.ansible/', '.ferry-venv/', 'collections/', 'inventory/group_vars/', 'inventory/host_vars/',
+              'inventory/hosts.yml']
+
+
+def bootstrap_like(root):
+    """What the site adds: a real venv (with its lib64 symlink), the installed collection, the inventory."""
+    subprocess.check_call([sys.executable, '-m', 'venv', '--without-pip', os.path.join(root, '.ferry-venv')])
+    write(os.path.join(root, 'collections/ansible_collections/ferry/airgap/galaxy.yml'), 'name: airgap\n')
+    write(os.path.join(root, '.ansible/tmp/ansible-local-1/x'), 'x')
+    write(os.path.join(root, 'inventory/hosts.yml'), 'all: {}\n')
+    write(os.path.join(root, 'inventory/group_vars/all.yml'), 'a: 1\n')
+    write(os.path.join(root, 'inventory/host_vars/node1.yml'), 'b: 2\n')
+
+
+def test_bootstrapped_bundle_verifies(tmp_path, capsys, keys):
+    root, manifest = signed_bundle(tmp_path, keys)
+    bootstrap_like(root)
+    assert any(os.path.islink(os.path.join(root, '.ferry-venv', n)) for n in os.listdir(os.path.join(root, '.ferry-venv')))
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 0, result['msg']
+    assert result['problems'] == [] and result['site_local'] == SITE_LOCAL
+    assert result['files_checked'] == len(manifest['files'])
+
+
+def test_site_local_list_is_narrow(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    bootstrap_like(root)
+    for rel in ('images/blobs/sha256/' + 'e' * 64, 'images/collections/x', 'apps/shop/1.0/.ferry-venv/x',
+                'inventory/hosts.yml.bak', 'collections.tar', 'site.retry'):
+        write(os.path.join(root, rel), 'smuggled')
+    os.symlink('/etc/passwd', os.path.join(root, 'apps/shop/1.0/passwd'))
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['site_local'] == SITE_LOCAL
+    assert sorted(result['problems']) == sorted([
+        'apps/shop/1.0/passwd: symlinks are not allowed in a bundle (%s)' % root,
+        'unlisted file: apps/shop/1.0/.ferry-venv/x (not in the manifest)',
+        'unlisted file: collections.tar (not in the manifest)',
+        'unlisted file: images/blobs/sha256/%s (not in the manifest)' % ('e' * 64),
+        'unlisted file: images/collections/x (not in the manifest)',
+        'unlisted file: inventory/hosts.yml.bak (not in the manifest)',
+        'unlisted file: site.retry (not in the manifest)',
+    ])
+    # ignore_extra adds globs: a file pattern and a directory skipped whole
+    os.unlink(os.path.join(root, 'apps/shop/1.0/passwd'))
+    result, code = run_module(bundle_verify, args(keys, root, ignore_extra=[
+        '*.retry', 'collections.tar', 'images/collections', 'apps/*/.ferry-venv/', 'inventory/*.bak']), capsys)
+    assert code == 1 and result['problems'] == [
+        'unlisted file: images/blobs/sha256/%s (not in the manifest)' % ('e' * 64)]
+    assert result['site_local'] == sorted(SITE_LOCAL + [
+        'apps/shop/1.0/.ferry-venv/', 'collections.tar', 'images/collections/', 'inventory/hosts.yml.bak', 'site.retry'])
+
+
+def test_ignore_extra_must_be_relative(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    for bad in ('/etc/*', '../*'):
+        result, code = run_module(bundle_verify, args(keys, root, ignore_extra=[bad]), capsys)
+        assert code == 1 and 'ignore_extra' in result['msg'] and repr(bad) in result['msg']
+
+
+def test_listed_site_paths_are_still_checked(tmp_path, capsys, keys):
+    # a manifest that lists files under the site-local paths: they are checked like any other file
+    root = make_bundle(tmp_path / 'shop-1.0', extra={
+        'inventory/hosts.yml.example': 'all: {}\n', 'inventory/hosts.yml': 'all: {hosts: {a: {}}}\n',
+        'collections/requirements.yml': 'collections: []\n'})
+    manifest = finish(root, key=keys['good'])
+    bootstrap_like(root)  # overwrites the listed inventory/hosts.yml, adds site-local files
+    example = write(os.path.join(root, 'inventory/hosts.yml.example'), 'all: []\n')  # same size
+    os.unlink(os.path.join(root, 'collections/requirements.yml'))
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1
+    assert sorted(result['problems']) == sorted([
+        'missing file: collections/requirements.yml (expected sha256 %s, 16 bytes)'
+        % manifest['files']['collections/requirements.yml']['sha256'],
+        'sha256 mismatch: inventory/hosts.yml.example: expected %s, actual %s'
+        % (manifest['files']['inventory/hosts.yml.example']['sha256'], example),
+        'size mismatch: inventory/hosts.yml: expected %d bytes, actual %d bytes'
+        % (manifest['files']['inventory/hosts.yml']['size'], os.path.getsize(os.path.join(root, 'inventory/hosts.yml'))),
+    ])
+    # collections/ holds a listed file, so it is walked; its unlisted content is still site-local
+    assert result['site_local'] == ['.ansible/', '.ferry-venv/', 'collections/ansible_collections/',
+                                    'inventory/group_vars/', 'inventory/host_vars/']
+
+
+def test_tar_content_gets_no_site_local_pass(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    write(os.path.join(root, 'collections/ansible_collections/ferry/airgap/plugins/modules/evil.py'), 'x')
+    tar = str(tmp_path / 'shop.tar')
+    B.pack(root, tar)
+    dest = str(tmp_path / 'site' / 'shop-1.0')
+    result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
+    assert code == 1 and result['site_local'] == [] and 'does not exist' in result['msg']
+    os.makedirs(os.path.dirname(dest))
+    result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
+    assert code == 1 and result['site_local'] == []
+    assert result['problems'] == [
+        'unlisted file: collections/ansible_collections/ferry/airgap/plugins/modules/evil.py (not in the manifest)']
+    assert not os.path.exists(dest)
+
+
+def test_unpacked_then_bootstrapped_dest_is_kept(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    tar = str(tmp_path / 'shop.tar')
+    B.pack(root, tar)
+    dest = str(tmp_path / 'site' / 'shop-1.0')
+    os.makedirs(os.path.dirname(dest))
+    result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
+    assert code == 0 and result['changed']
+    bootstrap_like(dest)
+    result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
+    assert code == 0 and result['changed'] is False and result['site_local'] == SITE_LOCAL
+    assert os.path.isfile(os.path.join(dest, 'inventory/hosts.yml'))
+    result, code = run_module(bundle_verify, args(keys, dest), capsys)
+    assert code == 0 and result['site_local'] == SITE_LOCAL
