@@ -60,3 +60,57 @@ def local_runner(argv, data=None, cwd=None):
         return 127, '', 'cannot run %s: %s' % (argv[0], e)
     out, err = proc.communicate(data if data is not None else b'')
     return proc.returncode, _text(out), _text(err)
+
+
+def run_stream(argv, chunks, cwd=None, timeout=120):
+    """Run ``argv`` feeding its stdin from ``chunks`` (an iterable of bytes); returns ``(rc, stdout, stderr)``.
+
+    Nothing is buffered beyond one chunk: the data goes straight into the command's stdin pipe
+    (stdout and stderr go to anonymous temporary files, so a chatty command cannot block the
+    writer). A command that exits early stops the feeding (its rc and stderr tell why). When
+    iterating ``chunks`` raises, stdin is closed at once so the command sees a truncated stream,
+    the command is waited for (killed after ``timeout`` seconds) and the exception is re-raised.
+    """
+    import errno
+    import subprocess
+    import tempfile
+    if not isinstance(argv, (list, tuple)) or not argv:
+        raise TypeError('argv must be a non-empty list, got %r' % (argv,))
+    argv = [str(a) for a in argv]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=cwd)
+        except OSError as e:
+            return 127, '', 'cannot run %s: %s' % (argv[0], e)
+        try:
+            for chunk in chunks:
+                try:
+                    proc.stdin.write(chunk)
+                except (IOError, OSError) as e:
+                    if e.errno != errno.EPIPE:
+                        raise
+                    break
+        except BaseException:
+            _close_quietly(proc.stdin)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            close = getattr(chunks, 'close', None)
+            if close is not None:
+                close()
+        _close_quietly(proc.stdin)
+        rc = proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return rc, _text(out.read()), _text(err.read())
+
+
+def _close_quietly(stream):
+    try:
+        stream.close()
+    except (IOError, OSError):
+        pass

@@ -25,6 +25,7 @@ import re
 import shutil
 import socket
 import ssl
+import tarfile
 import tempfile
 
 from ansible.module_utils.six.moves import http_client
@@ -549,6 +550,203 @@ def _hash_file(fh):
 def _unlink(path):
     if path and os.path.lexists(path):
         os.unlink(path)
+
+
+# ---------------------------------------------------------------- loading into a container runtime
+
+def normalize_platform(platform):
+    """(os, arch, variant) of a platform dict or 'os/arch[/variant]', normalised as containerd does.
+
+    Equal tuples match under containerd's strict platform matcher (``ctr images import --platform``):
+    arm64's v8 variant is the default (dropped), arm defaults to v7, x86_64/aarch64 are amd64/arm64.
+    """
+    if isinstance(platform, dict):
+        os_name, arch, variant = platform.get('os') or '', platform.get('architecture') or '', platform.get('variant') or ''
+    else:
+        parts = (platform or '').split('/')
+        if len(parts) not in (2, 3) or not all(parts):
+            raise OciError("invalid platform '%s' (expected os/arch[/variant], e.g. linux/amd64)" % platform)
+        os_name, arch, variant = parts[0], parts[1], parts[2] if len(parts) == 3 else ''
+    os_name, arch, variant = os_name.lower(), arch.lower(), variant.lower()
+    if os_name == 'macos':
+        os_name = 'darwin'
+    if arch == 'i386':
+        arch, variant = '386', ''
+    elif arch in ('x86_64', 'x86-64', 'amd64'):
+        arch = 'amd64'
+        variant = '' if variant == 'v1' else variant
+    elif arch in ('aarch64', 'arm64'):
+        arch = 'arm64'
+        variant = '' if variant in ('8', 'v8') else variant
+    elif arch == 'armhf':
+        arch, variant = 'arm', 'v7'
+    elif arch == 'armel':
+        arch, variant = 'arm', 'v6'
+    elif arch == 'arm':
+        variant = {'': 'v7', '7': 'v7', '5': 'v5', '6': 'v6', '8': 'v8'}.get(variant, variant)
+    return os_name, arch, variant
+
+
+def format_platform(normalized):
+    """'os/arch[/variant]' of a normalize_platform() tuple."""
+    return '/'.join(part for part in normalized if part)
+
+
+def chain_id(diff_ids):
+    """Chain ID of a layer stack (the key of the committed snapshot once unpacked); None without layers."""
+    chain = None
+    for diff_id in diff_ids:
+        chain = diff_id if chain is None else sha256_digest(('%s %s' % (chain, diff_id)).encode('ascii'))
+    return chain
+
+
+def platform_plan(store, ref, platform):
+    """What loading ``ref`` of ``store`` for one platform needs, walked the way containerd walks it.
+
+    Returns a dict: ``top`` (the index.json descriptor), ``manifests`` (matching image manifest
+    descriptors), ``blobs`` ([(digest, size, kind)], indexes and manifests before their children),
+    ``chain_id`` (of the first matching manifest: its snapshot exists once unpacked) and ``platforms``
+    (every platform the image has). Manifests of other platforms are neither read nor listed.
+    OciError names the ref and the platforms it has when none matches.
+    """
+    top = store.entry(ref)
+    if top is None:
+        raise OciError("image '%s' is not in store '%s' (it has: %s)" % (
+            ref, store.path, ', '.join(sorted(store.refs())) or 'no image'))
+    wanted = normalize_platform(platform)
+    plan = {'ref': ref, 'top': top, 'manifests': [], 'blobs': [], 'chain_id': None, 'platforms': []}
+
+    def add(desc, kind):
+        item = (desc['digest'], desc['size'], kind)
+        if all(b[0] != item[0] for b in plan['blobs']):
+            plan['blobs'].append(item)
+
+    def read(desc, what):
+        try:
+            data = store.read_blob(desc['digest'])
+        except OciError as exc:
+            raise OciError('image %s: cannot read its %s: %s' % (ref, what, exc))
+        actual = sha256_digest(data)
+        if actual != desc['digest'] or len(data) != desc.get('size', len(data)):
+            raise BlobMismatchError(desc['digest'], actual, desc.get('size', len(data)), len(data),
+                                    "blob %s (%s of %s) in store '%s'" % (desc['digest'], what, ref, store.path))
+        return _loads(data, 'blob %s (%s of %s)' % (desc['digest'], what, ref))
+
+    def walk(desc, depth):
+        doc = read(desc, 'index or manifest')
+        media_type = desc.get('mediaType') or _doc_media_type(doc)
+        if media_type in INDEX_TYPES and depth < 4:
+            add(desc, 'index')
+            for child in doc.get('manifests') or []:
+                if child.get('platform'):
+                    key = format_platform(normalize_platform(child['platform']))
+                    if key not in plan['platforms']:
+                        plan['platforms'].append(key)
+                    if normalize_platform(child['platform']) != wanted:
+                        continue
+                walk(child, depth + 1)
+            return
+        if media_type not in MANIFEST_TYPES or 'config' not in doc:
+            raise OciError('image %s: unsupported media type %s of %s' % (ref, media_type, desc['digest']))
+        add(desc, 'manifest')
+        config = read(doc['config'], 'config')
+        found = normalize_platform(desc.get('platform') or _config_platform(config))
+        if format_platform(found) not in plan['platforms']:
+            plan['platforms'].append(format_platform(found))
+        if found != wanted:
+            return
+        plan['manifests'].append(desc)
+        add(doc['config'], 'config')
+        for layer_desc in doc.get('layers') or []:
+            add(layer_desc, 'layer')
+        if len(plan['manifests']) == 1:
+            plan['chain_id'] = chain_id((config.get('rootfs') or {}).get('diff_ids') or [])
+
+    walk(top, 0)
+    if not plan['manifests']:
+        raise OciError("image %s has no platform %s (it has: %s)" % (
+            ref, format_platform(wanted), ', '.join(plan['platforms']) or 'none'))
+    return plan
+
+
+class BlobMismatchError(OciError):
+    """A blob of the store does not match its digest or size while being streamed."""
+
+    def __init__(self, digest, actual, size, actual_size, what):
+        self.digest, self.actual, self.size, self.actual_size, self.what = digest, actual, size, actual_size, what
+        if size != actual_size:
+            detail = 'expected %d bytes, found %d' % (size, actual_size)
+        else:
+            detail = 'expected %s, actual %s' % (digest, actual)
+        super(BlobMismatchError, self).__init__('%s is corrupt: %s' % (what, detail))
+
+
+def _tar_header(name, size):
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info.tobuf(tarfile.PAX_FORMAT, 'utf-8', 'surrogateescape')
+
+
+_CUT = b'\0' * (tarfile.BLOCKSIZE // 2)  # half a header block: the reader fails with an unexpected EOF
+
+
+def _tar_padding(size):
+    return b'\0' * ((tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE) % tarfile.BLOCKSIZE)
+
+
+def layout_tar(store, index, blobs, progress=None, describe=None):
+    """Yield, chunk by chunk, a tar of an OCI image layout: no temporary file, no second copy.
+
+    Members: ``oci-layout``, ``index.json`` (the ``index`` document) and ``blobs/sha256/<hex>`` for
+    each (digest, size[, ...]) of ``blobs``, read from ``store``. Every blob is hashed while it
+    streams and the last chunk of each blob is held back until its digest is confirmed: on a
+    mismatch BlobMismatchError is raised and the consumer is left with a tar cut inside a member or
+    a header block, never with a complete corrupt blob. (A tar cut at a member boundary would not do:
+    ctr 1.6 takes it for a complete archive and tags the images.) ``progress(n)`` is called with the
+    size of each blob sent; ``describe(digest)`` names a blob in errors.
+    """
+    describe = describe or (lambda digest: 'blob %s' % digest)
+    for name, data in (('oci-layout', canonical_json({'imageLayoutVersion': '1.0.0'})),
+                       ('index.json', canonical_json(index))):
+        yield _tar_header(name, len(data)) + data + _tar_padding(len(data))
+    for blob in blobs:
+        digest, size = blob[0], blob[1]
+        what = "%s in store '%s'" % (describe(digest), store.path)
+        path = store.blob_path(digest)
+        try:
+            fh = open(path, 'rb')
+        except (IOError, OSError) as exc:
+            yield _CUT
+            raise OciError('%s cannot be read: %s' % (what, exc))
+        with fh:
+            actual_size = os.fstat(fh.fileno()).st_size
+            if actual_size != size:
+                yield _CUT
+                raise BlobMismatchError(digest, None, size, actual_size, what)
+            yield _tar_header('blobs/sha256/' + _hex(digest), size)
+            hasher = hashlib.sha256()
+            held = b''
+            count = 0
+            while count < size:
+                chunk = fh.read(min(CHUNK, size - count))
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                count += len(chunk)
+                if held:
+                    yield held
+                held = chunk
+        actual = 'sha256:' + hasher.hexdigest()
+        if count != size or actual != digest:
+            if size == 0:
+                yield _CUT  # an empty member is complete after its header: cut inside the next one
+            raise BlobMismatchError(digest, actual, size, count, what)
+        yield held + _tar_padding(size)
+        if progress:
+            progress(size)
+    yield b'\0' * (2 * tarfile.BLOCKSIZE)
 
 
 # ---------------------------------------------------------------- copying images from a source
