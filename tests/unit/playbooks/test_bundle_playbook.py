@@ -6,6 +6,7 @@
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,7 +32,13 @@ def playbook(*args, cwd=ROOT, env=None):
     full_env.update(env or {})
     proc = subprocess.run([os.path.join(BIN, 'ansible-playbook')] + list(args), cwd=cwd, env=full_env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=240, check=False)
-    return proc.returncode, proc.stdout
+    return proc.returncode, unfold(proc.stdout)
+
+
+def unfold(out):
+    """The callback folds long YAML strings (where depends on the tmp path's length): join the
+    continuation lines so that messages can be matched whole."""
+    return re.sub(r'\n +', ' ', out)
 
 
 def sha(data):
@@ -99,7 +106,7 @@ def playbook_cmd(command, *args):
     full_env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', PATH=BIN + os.pathsep + os.environ['PATH'])
     proc = subprocess.run([os.path.join(BIN, command)] + list(args), cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=240, check=False)
-    return proc.returncode, proc.stdout
+    return proc.returncode, unfold(proc.stdout)
 
 
 def load_manifest(bundle_dir):
