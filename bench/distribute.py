@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bench/distribute: the distribute role pulling ~200 MiB per host to 1 host, then to 4 hosts at once.
+
+Starts systemd test hosts (ferry-testhost:bookworm-amd64; one deploy node + 4 targets, docker
+connection), builds a bundle of random (incompressible) bytes on this machine - x86_64 containerd,
+runc and cni-plugins artifacts and one two-layer image, ``--mib`` MiB in all - copies it onto the
+deploy node and runs the role ``ferry.airgap.distribute`` three times: to one host, to four hosts
+(fresh mirrors both times), and to the same four hosts again (everything present). Prints the
+duration of the pull task (the first host starting to the last one done), the whole play's wall
+time, the bytes each host read from the network, and the 4-host/1-host ratio.
+
+Run from the checkout:  .venv/bin/python bench/distribute.py [--mib 200] [--hosts 4] [--keep]
+Needs a running Docker engine and the test host image (tests/images/build.sh). Nothing is asserted.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(ROOT, '.collections'))
+
+from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
+
+BIN = os.path.dirname(os.path.abspath(sys.executable))
+MIB = 1024 * 1024
+IMAGE = 'ferry-testhost:bookworm-amd64'
+PREFIX = 'ferry-bench-dist'
+BUNDLE_DIR = '/opt/ferry/bench-bundle'
+CAPS = ('CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE '
+        'NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT '
+        'SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE '
+        'MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ').split()
+PULL_TASK = "Pull this host's files into"
+
+
+def log(msg):
+    sys.stderr.write('[bench] %s\n' % msg)
+    sys.stderr.flush()
+
+
+def run(argv, **kw):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False, **kw)
+    if proc.returncode != 0:
+        raise SystemExit('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(argv), proc.stdout[-4000:]))
+    return proc.stdout
+
+
+def random_bytes(size):
+    return b''.join(os.urandom(min(MIB, size - off)) for off in range(0, size, MIB))
+
+
+def random_file(path, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as fh:
+        for off in range(0, size, MIB):
+            fh.write(os.urandom(min(MIB, size - off)))
+
+
+def build_bundle(root, mib):
+    """x86_64 artifacts (45/10/20 %) and one image of two layers (25 %) of random bytes; returns total bytes."""
+    total = mib * MIB
+    sizes = {'containerd/containerd-1.6.20-linux-amd64.tar.gz': 45, 'runc/runc.amd64': 10,
+             'cni-plugins/cni-plugins-linux-amd64-v1.1.1.tgz': 20}
+    for rel, pct in sizes.items():
+        random_file(os.path.join(root, 'artifacts', 'x86_64', rel), total * pct // 100)
+    store = _oci.ImageStore(os.path.join(root, 'images'))
+    store.init()
+    layers = []
+    for pct in (15, 10):
+        data = random_bytes(total * pct // 100)
+        digest, size = store.put_bytes(data)
+        layers.append({'mediaType': _oci.MT_OCI_LAYER, 'digest': digest, 'size': size})
+    config = _oci.canonical_json({'architecture': 'amd64', 'os': 'linux', 'rootfs': {
+        'type': 'layers', 'diff_ids': [layer['digest'] for layer in layers]}})
+    cdigest, csize = store.put_bytes(config)
+    manifest = _oci.canonical_json({'schemaVersion': 2, 'mediaType': _oci.MT_OCI_MANIFEST, 'layers': layers,
+                                    'config': {'mediaType': _oci.MT_OCI_CONFIG, 'digest': cdigest, 'size': csize}})
+    mdigest, msize = store.put_bytes(manifest)
+    store.set_ref('bench/app:1.0', [{'mediaType': _oci.MT_OCI_MANIFEST, 'digest': mdigest, 'size': msize,
+                                     'platform': {'os': 'linux', 'architecture': 'amd64'}}])
+    manifest = B.build_manifest(root, {'name': 'bench', 'version': '1.0', 'arches': ['x86_64']})
+    B.write_manifest(root, manifest)
+    return sum(entry['size'] for entry in manifest['files'].values())
+
+
+def start_host(name):
+    subprocess.run(['docker', 'rm', '-f', name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    argv = ['docker', 'run', '-d', '--name', name, '--hostname', name, '--cap-drop', 'ALL']
+    for cap in CAPS:
+        argv += ['--cap-add', cap]
+    argv += ['--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--cgroupns', 'host',
+             '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock', IMAGE]
+    run(argv)
+
+
+def wait_running(name):
+    for dummy in range(90):
+        proc = subprocess.run(['docker', 'exec', name, 'systemctl', 'is-system-running'], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, universal_newlines=True, check=False)
+        if proc.stdout.strip() in ('running', 'degraded'):
+            return
+        time.sleep(1)
+    raise SystemExit('%s did not boot' % name)
+
+
+def write_files(work, deploy, targets):
+    inventory = {'all': {'vars': {'ansible_connection': 'community.docker.docker'}, 'children': {
+        'deploy': {'hosts': {deploy: {}}},
+        'k3s_agent': {'hosts': dict((t, {}) for t in targets)}}}}
+    with open(os.path.join(work, 'hosts.yml'), 'w') as fh:
+        json.dump(inventory, fh)
+    with open(os.path.join(work, 'play.yml'), 'w') as fh:
+        fh.write('- name: Distribute\n  hosts: k3s_agent\n  gather_facts: false\n  any_errors_fatal: true\n'
+                 '  roles:\n    - role: ferry.airgap.distribute\n      vars:\n'
+                 '        distribute_bundle_dir: %s\n' % BUNDLE_DIR)
+
+
+def play(work, limit):
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json', ANSIBLE_FORKS='20')
+    argv = [os.path.join(BIN, 'ansible-playbook'), '-i', os.path.join(work, 'hosts.yml'), os.path.join(work, 'play.yml'),
+            '--limit', ','.join(limit)]
+    start = time.time()
+    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=False)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        raise SystemExit('ansible-playbook failed:\n%s\n%s' % (proc.stdout[-6000:], proc.stderr[-3000:]))
+    data = json.loads(proc.stdout[proc.stdout.index('{'):])
+    pull, moved = None, {}
+    for task in data['plays'][0]['tasks']:
+        if PULL_TASK in task['task']['name']:
+            duration = task['task']['duration']
+            if not all(result.get('skipped') for result in task['hosts'].values()):
+                pull = _seconds(duration['end']) - _seconds(duration['start'])
+            for host, result in task['hosts'].items():
+                moved[host] = result.get('bytes_transferred', 0) if not result.get('skipped') else 0
+    return {'wall': wall, 'pull': pull, 'moved': moved}
+
+
+def _seconds(stamp):
+    # ansible.posix.json: 2024-06-01T12:00:00.123456Z
+    from datetime import datetime
+    return datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
+
+
+def clean_mirrors(hosts):
+    for host in hosts:
+        run(['docker', 'exec', host, 'rm', '-rf', '/var/lib/ferry'])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
+    parser.add_argument('--mib', type=int, default=200, help='bundle size per host in MiB (default 200)')
+    parser.add_argument('--hosts', type=int, default=4, help='targets of the parallel run (default 4)')
+    parser.add_argument('--keep', action='store_true', help='keep the containers')
+    args = parser.parse_args()
+    deploy = PREFIX + '-deploy'
+    targets = ['%s-%d' % (PREFIX, i) for i in range(1, args.hosts + 1)]
+    work = tempfile.mkdtemp(prefix='ferry-bench-dist-')
+    try:
+        log('building a %d MiB bundle in %s' % (args.mib, work))
+        total = build_bundle(os.path.join(work, 'bundle'), args.mib)
+        log('starting %s and %d targets' % (deploy, len(targets)))
+        for name in [deploy] + targets:
+            start_host(name)
+        for name in [deploy] + targets:
+            wait_running(name)
+        run(['docker', 'exec', deploy, 'mkdir', '-p', os.path.dirname(BUNDLE_DIR)])
+        run(['docker', 'cp', os.path.join(work, 'bundle'), '%s:%s' % (deploy, BUNDLE_DIR)])
+        write_files(work, deploy, targets)
+
+        log('1 host')
+        one = play(work, [targets[0]])
+        clean_mirrors(targets)
+        log('%d hosts' % len(targets))
+        many = play(work, targets)
+        log('%d hosts again (everything present)' % len(targets))
+        again = play(work, targets)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            for name in [deploy] + targets:
+                subprocess.run(['docker', 'rm', '-f', name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    mib = total / float(MIB)
+    print('bundle: %.1f MiB (%d bytes) for each x86_64 host' % (mib, total))
+    print('%-28s %10s %10s %14s %12s' % ('run', 'pull s', 'play s', 'bytes moved', 'MiB/s'))
+    for label, res in (('1 host', one), ('%d hosts' % len(targets), many), ('%d hosts, rerun' % len(targets), again)):
+        moved = sum(res['moved'].values())
+        pull = res['pull']
+        rate = '%.1f' % (moved / float(MIB) / pull) if pull and moved else '-'
+        print('%-28s %10s %10.1f %14d %12s' % (label, '%.2f' % pull if pull is not None else 'no pull', res['wall'],
+                                               moved, rate))
+    if one['pull'] and many['pull']:
+        print('ratio %d hosts / 1 host, pull time: %.2f (%.2f would be serial; 1.00 perfectly parallel)' % (
+            len(targets), many['pull'] / one['pull'], float(len(targets))))
+        print('ratio %d hosts / 1 host, play time: %.2f' % (len(targets), many['wall'] / one['wall']))
+
+
+if __name__ == '__main__':
+    main()
