@@ -1,0 +1,461 @@
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Build the test bundle `ferry-test` from REAL Debian artifacts, cached.
+
+    .venv/bin/python tests/support/testbundle.py [--version 1.0.0] [--spec-only] [--force]
+
+Prints the bundle directory (last line of stdout); progress goes to stderr.
+
+What goes in (x86_64 and aarch64 each; Debian bookworm packages, `apt-get download`):
+  artifacts/<arch>/containerd/containerd-<ver>-linux-<goarch>.tar.gz   bin/* of Debian's `containerd`
+  artifacts/<arch>/runc/runc.<goarch>                                    Debian's `runc`
+  artifacts/<arch>/cni-plugins/cni-plugins-linux-<goarch>-v<ver>.tgz    ./* of `containernetworking-plugins`
+  images (multi-platform linux/amd64 + linux/arm64, from `busybox-static`):
+    ferry.test/busybox:1.35   one layer: /bin/busybox, applet links, /etc/passwd, /etc/group
+    ferry.test/pause:1.0      the busybox layer; Cmd: sh sleeping until SIGTERM (the sandbox image)
+    ferry.test/web:<M.m>      the busybox layer (shared) + /www/index.html "ferry web <M.m>";
+                              Cmd httpd -f -p 8080 -h /www. <M.m> is major.minor of --version.
+
+Versions: bundle release 1.0.x carries the OLDER of the two containerd builds Debian offers
+(bookworm-security 1.6.20~ds1-1+deb12u2 when this was written), any later release the NEWEST
+(bookworm 1.6.20~ds1-1+deb12u3): two real builds with different sha256, so an upgrade test
+replaces real binaries. The other packages are the newest Debian has. Chosen versions are pinned
+in <cache>/versions.json on first use (delete it to re-resolve).
+
+Everything is deterministic (sorted tar members, owner root, fixed mtimes, gzip mtime 0), so the
+artifacts, image digests and the spec are byte-identical across runs. Paths:
+  tests/output/cache/debs/                 the .deb files (apt-get download)
+  tests/output/cache/root/<deb>/           dpkg -x of each .deb
+  tests/output/cache/artifacts/<deb>/      the repacked upstream-layout files
+  tests/output/cache/images/<M.m>/         the oci-archive tars
+  tests/output/testbundle/specs/ferry-test-<version>.yml   the spec (paths relative to it)
+  tests/output/testbundle/keys/ferry-test  ed25519 signing key (+ .pub, allowed_signers)
+  tests/output/testbundle/<version>/       the bundle (playbooks/bundle.yml, bundle_wheels=false)
+The bundle is rebuilt only when the spec's sha256 (with the signing key's) differs from the one
+recorded after the last successful build (<version>.spec.sha256), or with --force. The kit
+(collection tarball) inside is NOT tracked: use --force after changing the collection if a test
+looks at the kit.
+"""
+from __future__ import print_function
+
+import argparse
+import contextlib
+import fcntl
+import functools
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+import yaml
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+ARCHES = {'x86_64': 'amd64', 'aarch64': 'arm64'}
+PACKAGES = ('containerd', 'runc', 'containernetworking-plugins', 'busybox-static')
+IMAGE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: mtime of every image file, config "created"
+IMAGE_CREATED = '2024-01-01T00:00:00Z'
+APPLETS = ('sh', 'ash', 'cat', 'echo', 'env', 'grep', 'head', 'hostname', 'httpd', 'id', 'kill', 'ls',
+           'mkdir', 'ps', 'pwd', 'rm', 'sed', 'sleep', 'tail', 'test', 'touch', 'true', 'false', 'uname',
+           'wc', 'wget', 'nc', 'ip', 'date', 'df', 'du', 'find', 'top')
+PAUSE_CMD = ['sh', '-c', "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+MT_INDEX = 'application/vnd.oci.image.index.v1+json'
+MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+MT_CONFIG = 'application/vnd.oci.image.config.v1+json'
+MT_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip'
+
+
+def log(msg):
+    sys.stderr.write('testbundle: %s\n' % msg)
+    sys.stderr.flush()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as fh:
+        fh.write(data)
+    os.rename(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Serialize concurrent runs (two Molecule scenarios preparing at once)."""
+    with open(path, 'a') as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------ Debian packages
+
+def _cmp_versions(a, b):
+    if a == b:
+        return 0
+    return -1 if subprocess.call(['dpkg', '--compare-versions', a, 'lt', b]) == 0 else 1
+
+
+def apt_versions(pkg, arch):
+    """Versions apt knows for pkg:arch, newest first."""
+    out = subprocess.check_output(['apt-cache', 'madison', '%s:%s' % (pkg, arch)], universal_newlines=True)
+    found = set()
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split('|')]
+        if len(parts) >= 3 and parts[0].split(':')[0] == pkg:
+            found.add(parts[1])
+    return sorted(found, key=functools.cmp_to_key(_cmp_versions), reverse=True)
+
+
+def resolve_versions(cache):
+    """{pkg: {'old': ver, 'new': ver}}, pinned in <cache>/versions.json after the first resolution."""
+    pin = os.path.join(cache, 'versions.json')
+    if os.path.exists(pin):
+        with open(pin) as fh:
+            return json.load(fh)
+    pins = {}
+    for pkg in PACKAGES:
+        common = None
+        for goarch in ARCHES.values():
+            vers = apt_versions(pkg, goarch)
+            common = vers if common is None else [v for v in common if v in vers]
+        if not common:
+            raise SystemExit('testbundle: apt knows no version of %s for both amd64 and arm64 '
+                             '(dpkg --add-architecture arm64; apt-get update?)' % pkg)
+        pins[pkg] = {'new': common[0], 'old': common[1] if len(common) > 1 else common[0]}
+    write_atomic(pin, (json.dumps(pins, indent=2, sort_keys=True) + '\n').encode())
+    log('pinned package versions in %s: %s' % (pin, json.dumps(pins, sort_keys=True)))
+    return pins
+
+
+def deb_file(pkg, version, goarch):
+    return '%s_%s_%s.deb' % (pkg, version.replace(':', '%3a'), goarch)
+
+
+def fetch_debs(debs_dir, wanted):
+    """apt-get download every (pkg, version, goarch) not yet in debs_dir."""
+    missing = [(p, v, a) for p, v, a in wanted if not os.path.exists(os.path.join(debs_dir, deb_file(p, v, a)))]
+    if missing:
+        argv = ['apt-get', 'download', '-q', '-o', 'APT::Sandbox::User=root']
+        argv += ['%s:%s=%s' % (p, a, v) for p, v, a in missing]
+        log('downloading %d packages: %s' % (len(missing), ' '.join(argv[5:])))
+        subprocess.check_call(argv, cwd=debs_dir, stdout=sys.stderr)
+    for p, v, a in wanted:
+        if not os.path.exists(os.path.join(debs_dir, deb_file(p, v, a))):
+            raise SystemExit('testbundle: apt-get download did not produce %s' % deb_file(p, v, a))
+
+
+def extract_deb(cache, pkg, version, goarch):
+    """dpkg -x into <cache>/root/<deb name>/ once; returns that directory."""
+    name = deb_file(pkg, version, goarch)[:-4]
+    root = os.path.join(cache, 'root', name)
+    if not os.path.isdir(root):
+        tmp = root + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        subprocess.check_call(['dpkg', '-x', os.path.join(cache, 'debs', name + '.deb'), tmp])
+        os.rename(tmp, root)
+    return root
+
+
+def upstream_version(deb_version):
+    """1:1.35.0-4+deb12u1 -> 1.35.0; 1.6.20~ds1-1+deb12u3 -> 1.6.20."""
+    return re.split(r'[~+-]', deb_version.split(':', 1)[-1], 1)[0]
+
+
+# ------------------------------------------------------------------ deterministic tars
+
+def _info(name, mode, mtime, kind=tarfile.REGTYPE, size=0, linkname=''):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.size, info.linkname = kind, mode, int(mtime), size, linkname
+    info.uid = info.gid = 0
+    info.uname = info.gname = 'root'
+    return info
+
+
+def tar_bytes(entries):
+    """entries: (name, kind, mode, mtime, data_or_linkname), written in the given order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w', format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, mode, mtime, payload in entries:
+            if kind == tarfile.REGTYPE:
+                tar.addfile(_info(name, mode, mtime, kind, len(payload)), io.BytesIO(payload))
+            elif kind == tarfile.SYMTYPE:
+                tar.addfile(_info(name, mode, mtime, kind, linkname=payload))
+            else:
+                tar.addfile(_info(name, mode, mtime, kind))
+    return buf.getvalue()
+
+
+def gzip_bytes(data, level=6):
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename='', fileobj=buf, mode='wb', compresslevel=level, mtime=0) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+def _read(path):
+    with open(path, 'rb') as fh:
+        return fh.read()
+
+
+def files_tar_gz(out, prefix, src_dir, dir_entry=None):
+    """Tar.gz of the regular files of src_dir (sorted) as <prefix><name>, mode 0755, their own mtime."""
+    names = sorted(n for n in os.listdir(src_dir) if os.path.isfile(os.path.join(src_dir, n))
+                   and not os.path.islink(os.path.join(src_dir, n)))
+    mtimes = [os.stat(os.path.join(src_dir, n)).st_mtime for n in names]
+    entries = []
+    if dir_entry:
+        entries.append((dir_entry, tarfile.DIRTYPE, 0o755, max(mtimes), None))
+    for name, mtime in zip(names, mtimes):
+        entries.append((prefix + name, tarfile.REGTYPE, 0o755, mtime, _read(os.path.join(src_dir, name))))
+    write_atomic(out, gzip_bytes(tar_bytes(entries)))
+    return names
+
+
+def build_artifacts(cache, versions, goarch):
+    """The three upstream-layout artifacts for one arch; {artifact name: path}."""
+    result = {}
+    ver = versions['containerd']
+    root = extract_deb(cache, 'containerd', ver, goarch)
+    out_dir = os.path.join(cache, 'artifacts', deb_file('containerd', ver, goarch)[:-4])
+    out = os.path.join(out_dir, 'containerd-%s-linux-%s.tar.gz' % (upstream_version(ver), goarch))
+    if not os.path.exists(out):
+        os.makedirs(out_dir, exist_ok=True)
+        names = files_tar_gz(out, 'bin/', os.path.join(root, 'usr', 'bin'), dir_entry='bin/')
+        log('built %s (bin/%s)' % (out, ', bin/'.join(names)))
+    result['containerd'] = out
+
+    ver = versions['runc']
+    root = extract_deb(cache, 'runc', ver, goarch)
+    out_dir = os.path.join(cache, 'artifacts', deb_file('runc', ver, goarch)[:-4])
+    out = os.path.join(out_dir, 'runc.%s' % goarch)
+    if not os.path.exists(out):
+        os.makedirs(out_dir, exist_ok=True)
+        shutil.copyfile(os.path.join(root, 'usr', 'sbin', 'runc'), out + '.tmp')
+        os.chmod(out + '.tmp', 0o755)
+        os.rename(out + '.tmp', out)
+        log('built %s' % out)
+    result['runc'] = out
+
+    ver = versions['containernetworking-plugins']
+    root = extract_deb(cache, 'containernetworking-plugins', ver, goarch)
+    out_dir = os.path.join(cache, 'artifacts', deb_file('containernetworking-plugins', ver, goarch)[:-4])
+    out = os.path.join(out_dir, 'cni-plugins-linux-%s-v%s.tgz' % (goarch, upstream_version(ver)))
+    if not os.path.exists(out):
+        os.makedirs(out_dir, exist_ok=True)
+        names = files_tar_gz(out, './', os.path.join(root, 'usr', 'lib', 'cni'), dir_entry='./')
+        log('built %s (%s)' % (out, ' '.join(names)))
+    result['cni-plugins'] = out
+    return result
+
+
+# ------------------------------------------------------------------ OCI images
+
+def _digest(data):
+    return 'sha256:' + hashlib.sha256(data).hexdigest()
+
+
+def _json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(',', ':')).encode()
+
+
+def busybox_layer(busybox):
+    files = [('bin/', tarfile.DIRTYPE, 0o755, None), ('bin/busybox', tarfile.REGTYPE, 0o755, busybox),
+             ('etc/', tarfile.DIRTYPE, 0o755, None),
+             ('etc/group', tarfile.REGTYPE, 0o644, b'root:x:0:\nnogroup:x:65534:\n'),
+             ('etc/passwd', tarfile.REGTYPE, 0o644,
+              b'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n'),
+             ('root/', tarfile.DIRTYPE, 0o700, None), ('tmp/', tarfile.DIRTYPE, 0o1777, None)]
+    files += [('bin/' + applet, tarfile.SYMTYPE, 0o777, 'busybox') for applet in APPLETS]
+    files.sort(key=lambda e: e[0])
+    return gzip_bytes(tar_bytes([(n, k, m, IMAGE_EPOCH, p) for n, k, m, p in files]), level=9)
+
+
+def web_layer(text):
+    return gzip_bytes(tar_bytes([('www/', tarfile.DIRTYPE, 0o755, IMAGE_EPOCH, None),
+                                 ('www/index.html', tarfile.REGTYPE, 0o644, IMAGE_EPOCH, text.encode())]), level=9)
+
+
+def image_manifest(blobs, goarch, layers, cmd, comment):
+    """Add config + manifest blobs for one platform; returns the manifest descriptor."""
+    diff_ids = [_digest(gzip.decompress(data)) for data in layers]
+    config = _json({
+        'architecture': goarch, 'os': 'linux', 'created': IMAGE_CREATED,
+        'config': {'Cmd': cmd, 'Env': ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+                   'WorkingDir': '/'},
+        'rootfs': {'type': 'layers', 'diff_ids': diff_ids},
+        'history': [{'created': IMAGE_CREATED, 'comment': comment}]})
+    manifest = _json({
+        'schemaVersion': 2, 'mediaType': MT_MANIFEST,
+        'config': {'mediaType': MT_CONFIG, 'digest': _digest(config), 'size': len(config)},
+        'layers': [{'mediaType': MT_LAYER, 'digest': _digest(data), 'size': len(data)} for data in layers]})
+    for data in layers + [config, manifest]:
+        blobs[_digest(data)] = data
+    return {'mediaType': MT_MANIFEST, 'digest': _digest(manifest), 'size': len(manifest),
+            'platform': {'architecture': goarch, 'os': 'linux'}}
+
+
+def oci_archive(path, ref, per_arch):
+    """Write an oci-archive of one multi-platform image. per_arch: [(goarch, layers, cmd, comment)]."""
+    blobs = {}
+    descs = [image_manifest(blobs, goarch, layers, cmd, comment) for goarch, layers, cmd, comment in per_arch]
+    index = _json({'schemaVersion': 2, 'mediaType': MT_INDEX, 'manifests': descs})
+    blobs[_digest(index)] = index
+    top = {'mediaType': MT_INDEX, 'digest': _digest(index), 'size': len(index),
+           'annotations': {'org.opencontainers.image.ref.name': ref, 'io.containerd.image.name': ref}}
+    entries = [('blobs/', tarfile.DIRTYPE, 0o755, 0, None), ('blobs/sha256/', tarfile.DIRTYPE, 0o755, 0, None)]
+    entries += [('blobs/sha256/' + d.split(':', 1)[1], tarfile.REGTYPE, 0o644, 0, blobs[d]) for d in sorted(blobs)]
+    entries += [('index.json', tarfile.REGTYPE, 0o644, 0, _json({'schemaVersion': 2, 'mediaType': MT_INDEX,
+                                                                 'manifests': [top]})),
+                ('oci-layout', tarfile.REGTYPE, 0o644, 0, b'{"imageLayoutVersion":"1.0.0"}')]
+    data = tar_bytes(entries)
+    if not (os.path.exists(path) and sha256_file(path) == hashlib.sha256(data).hexdigest()):
+        write_atomic(path, data)
+    return _digest(index)
+
+
+def build_images(cache, versions, release):
+    """The three oci-archives; [(ref, path)]."""
+    busybox_ver = versions['busybox-static']
+    out_dir = os.path.join(cache, 'images', release)
+    os.makedirs(out_dir, exist_ok=True)
+    base = {}
+    for goarch in ARCHES.values():
+        root = extract_deb(cache, 'busybox-static', busybox_ver, goarch)
+        base[goarch] = busybox_layer(_read(os.path.join(root, 'bin', 'busybox')))
+    web = web_layer('ferry web %s\n' % release)
+    bb_tag = '.'.join(upstream_version(busybox_ver).split('.')[:2])
+    images = [
+        ('ferry.test/busybox:%s' % bb_tag, [(a, [base[a]], ['sh'], 'busybox-static %s' % busybox_ver) for a in base]),
+        ('ferry.test/pause:1.0', [(a, [base[a]], PAUSE_CMD, 'pause: sh waiting for SIGTERM') for a in base]),
+        ('ferry.test/web:%s' % release, [(a, [base[a], web], ['httpd', '-f', '-p', '8080', '-h', '/www'],
+                                          'web %s' % release) for a in base]),
+    ]
+    result = []
+    for ref, per_arch in images:
+        path = os.path.join(out_dir, ref.split('/')[-1].replace(':', '-') + '.oci.tar')
+        digest = oci_archive(path, ref, per_arch)
+        log('image %s %s (%s)' % (ref, digest, os.path.relpath(path, TOP)))
+        result.append((ref, path))
+    return result
+
+
+# ------------------------------------------------------------------ spec, key, bundle
+
+def ensure_key(keys_dir):
+    key = os.path.join(keys_dir, 'ferry-test')
+    if not os.path.exists(key):
+        os.makedirs(keys_dir, exist_ok=True)
+        subprocess.check_call(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'ferry-test', '-f', key])
+    signers = os.path.join(keys_dir, 'allowed_signers')
+    pub = _read(key + '.pub').decode().split()
+    line = 'ferry-test namespaces="ferry-bundle" %s %s\n' % (pub[0], pub[1])
+    if not os.path.exists(signers) or _read(signers).decode() != line:
+        write_atomic(signers, line.encode())
+    return key, signers
+
+
+def write_spec(path, version, artifacts, images, key):
+    base = os.path.dirname(path)
+    rel = functools.partial(os.path.relpath, start=base)
+    spec = {
+        'name': 'ferry-test',
+        'version': version,
+        'arches': list(ARCHES),
+        'artifacts': [{'name': name, 'arch': arch, 'src': rel(src), 'sha256': sha256_file(src)}
+                      for arch in ARCHES for name, src in sorted(artifacts[arch].items())],
+        'images': [{'ref': ref, 'oci_archive': rel(src)} for ref, src in images],
+        'signing': {'key': rel(key), 'identity': 'ferry-test', 'namespace': 'ferry-bundle'},
+    }
+    text = ('# Generated by tests/support/testbundle.py from real Debian packages; do not edit.\n'
+            + yaml.safe_dump(spec, sort_keys=False, default_flow_style=False))
+    data = text.encode()
+    if not (os.path.exists(path) and _read(path) == data):
+        write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_bundle(spec, dest, key, stamp, spec_sha, force):
+    if not force and os.path.exists(os.path.join(dest, 'manifest.json')) and os.path.exists(stamp) \
+            and _read(stamp).decode().strip() == spec_sha:
+        log('bundle %s is up to date (spec sha256 %s)' % (os.path.relpath(dest, TOP), spec_sha[:12]))
+        return
+    if os.path.exists(stamp):
+        os.unlink(stamp)
+    venv_bin = os.path.join(TOP, '.venv', 'bin')
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(IMAGE_EPOCH), ANSIBLE_COLLECTIONS_PATH=os.path.join(TOP, '.collections'),
+               PATH=venv_bin + os.pathsep + os.environ.get('PATH', ''))
+    argv = [os.path.join(venv_bin, 'ansible-playbook'), 'playbooks/bundle.yml', '-e', 'bundle_spec=' + spec,
+            '-e', 'bundle_dest=' + dest, '-e', 'bundle_signing_key=' + key, '-e', 'bundle_wheels=false']
+    log('running: %s' % ' '.join(argv))
+    start = time.time()
+    proc = subprocess.run(argv, cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-6000:])
+        raise SystemExit('testbundle: bundle.yml failed (rc %d)' % proc.returncode)
+    write_atomic(stamp, (spec_sha + '\n').encode())
+    log('bundle.yml took %.0f s' % (time.time() - start))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser.add_argument('--version', default='1.0.0', help='bundle version (default 1.0.0); 1.0.x carries the '
+                        'older Debian containerd build, later versions the newest; web tag = major.minor')
+    parser.add_argument('--cache', default=os.path.join(TOP, 'tests', 'output', 'cache'))
+    parser.add_argument('--out', default=os.path.join(TOP, 'tests', 'output', 'testbundle'))
+    parser.add_argument('--spec-only', action='store_true', help='write the spec, do not run bundle.yml')
+    parser.add_argument('--force', action='store_true', help='rebuild the bundle even if the spec is unchanged')
+    args = parser.parse_args(argv)
+    if not re.match(r'^\d+\.\d+(\.\d+)?$', args.version):
+        parser.error('--version must look like 1.0.0')
+    release = '.'.join(args.version.split('.')[:2])
+    cache, out = os.path.abspath(args.cache), os.path.abspath(args.out)
+    for sub in ('debs', 'root', 'artifacts', 'images'):
+        os.makedirs(os.path.join(cache, sub), exist_ok=True)
+    os.makedirs(os.path.join(out, 'specs'), exist_ok=True)
+    start = time.time()
+    with locked(os.path.join(cache, '.lock')):
+        pins = resolve_versions(cache)
+        which = 'old' if release == '1.0' else 'new'
+        versions = dict((pkg, pins[pkg]['new']) for pkg in PACKAGES)
+        versions['containerd'] = pins['containerd'][which]
+        fetch_debs(os.path.join(cache, 'debs'),
+                   [(pkg, versions[pkg], goarch) for pkg in PACKAGES for goarch in ARCHES.values()])
+        artifacts = dict((arch, build_artifacts(cache, versions, goarch)) for arch, goarch in ARCHES.items())
+        images = build_images(cache, versions, release)
+        key, signers = ensure_key(os.path.join(out, 'keys'))
+        spec = os.path.join(out, 'specs', 'ferry-test-%s.yml' % args.version)
+        spec_sha = write_spec(spec, args.version, artifacts, images, key)
+        # The bundle also depends on the signing key: a regenerated key means a rebuild.
+        stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode()).encode()).hexdigest()
+        log('spec %s (sha256 %s); debian versions: %s' % (
+            os.path.relpath(spec, TOP), spec_sha[:12], ', '.join('%s %s' % i for i in sorted(versions.items()))))
+        if args.spec_only:
+            print(spec)
+            return 0
+        dest = os.path.join(out, args.version)
+        with locked(os.path.join(out, '.lock')):
+            build_bundle(spec, dest, key, dest + '.spec.sha256', stamp_sha, args.force)
+    log('done in %.1f s; allowed_signers: %s' % (time.time() - start, os.path.relpath(signers, TOP)))
+    print(dest)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
