@@ -111,7 +111,7 @@ loaded:
   type: list
   elements: str
   sample: [registry.ferry.local/shop/web:1.4]
-skipped:
+present:
   description: Refs already present with the same digest, their platform's content complete (and unpacked).
   returned: always
   type: list
@@ -227,7 +227,7 @@ def run(module, ctr, store, refs, platform, counter):
                 seen.add(blob[0])
                 blobs.append(blob)
     result = dict(platform=platform, loaded=[plan['ref'] for plan in todo],
-                  skipped=[plan['ref'] for plan in plans if plan not in todo])
+                  present=[plan['ref'] for plan in plans if plan not in todo])
     if module.check_mode or not todo:
         for blob in blobs:
             counter(blob[1])
@@ -245,7 +245,7 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     counter = _Counter()
-    result = dict(changed=False, platform=p['platform'], loaded=[], skipped=[], images={}, bytes_moved=0, blobs_moved=0)
+    result = dict(changed=False, platform=p['platform'], loaded=[], present=[], images={}, bytes_moved=0, blobs_moved=0)
     try:
         platform = format_platform(normalize_platform(p['platform'] or host_platform()))
         result['platform'] = platform

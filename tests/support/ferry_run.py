@@ -20,10 +20,10 @@ class Run(object):
         self.data = json.loads(proc.stdout[proc.stdout.index('{'):]) if '{' in proc.stdout else {}
 
     def task_results(self, task_name):
-        """{host: result} of the first task whose name ends with ``task_name``."""
+        """{host: result} of the first task whose name contains ``task_name``."""
         for play in self.data.get('plays', []):
             for task in play['tasks']:
-                if task['task']['name'].endswith(task_name):
+                if task_name in task['task']['name']:
                     return task['hosts']
         return {}
 

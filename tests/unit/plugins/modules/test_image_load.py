@@ -76,7 +76,7 @@ def test_first_load_then_nothing_to_do(capsys, containerd, namespace, store):
     for ref in (WEB, API, DB):
         expected.update(platform_blobs(store, ref, 'amd64'))
     assert result['changed'] is True
-    assert sorted(result['loaded']) == sorted([WEB, API, DB]) and result['skipped'] == []
+    assert sorted(result['loaded']) == sorted([WEB, API, DB]) and result['present'] == []
     assert result['bytes_moved'] == total(expected)  # the shared base layer counts once
     assert result['blobs_moved'] == len(expected)
     listed = containerd.images(namespace)
@@ -95,7 +95,7 @@ def test_first_load_then_nothing_to_do(capsys, containerd, namespace, store):
     assert code == 0, again
     assert again['changed'] is False
     assert (again['loaded'], again['bytes_moved'], again['blobs_moved']) == ([], 0, 0)
-    assert sorted(again['skipped']) == sorted([WEB, API, DB])
+    assert sorted(again['present']) == sorted([WEB, API, DB])
     assert containerd.images(namespace) == listed
 
 
@@ -108,7 +108,7 @@ def test_second_image_sends_only_its_own_layers(capsys, containerd, namespace, s
     api = platform_blobs(store, API, 'amd64')
     base = manifest_of(store, API, 'amd64')['layers'][0]
     assert base['digest'] in platform_blobs(store, WEB, 'amd64')
-    assert second['loaded'] == [API] and second['skipped'] == [WEB]
+    assert second['loaded'] == [API] and second['present'] == [WEB]
     assert second['bytes_moved'] == total(api) - base['size']
     assert second['blobs_moved'] == len(api) - 1
     assert set(containerd.images(namespace)) == {WEB, API}
@@ -153,7 +153,7 @@ def test_check_mode_touches_nothing(capsys, containerd, namespace, store):
     code, result = run_module(capsys, args_for(containerd, namespace, store), check_mode=True)
     assert code == 0, result
     assert result['changed'] is True
-    assert sorted(result['loaded']) == [API, DB] and result['skipped'] == [WEB]
+    assert sorted(result['loaded']) == [API, DB] and result['present'] == [WEB]
     needed = dict(platform_blobs(store, API, 'amd64'), **platform_blobs(store, DB, 'amd64'))
     held = before[1]
     assert result['bytes_moved'] == sum(size for digest, size in needed.items() if digest not in held)
