@@ -153,7 +153,8 @@ def test_corrupted_blob_fails_and_tags_nothing(hosts, manifest, tmp_path):
     run = run_playbook(LOAD, write_inventory(tmp_path, {'standalone': ['rt-amd64-b']}), {'load_images': REFS})
     assert run.rc != 0
     result = run.task_results('Load images')['rt-amd64-b']
-    assert result['failed'] and 'digest mismatch' in result['msg'] and web_layer in result['msg'], result['msg']
+    msg = ' '.join(result['msg'].split())
+    assert result['failed'] and 'is corrupt: expected %s, actual' % web_layer in msg and 'ferry.test/web:1.0' in msg, msg
     assert 'ferry.test/web:1.0' not in image_digests(host)
     assert not [ref for ref in image_digests(host) if 'staging' in ref]
 
