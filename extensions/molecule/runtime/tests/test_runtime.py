@@ -110,7 +110,7 @@ def test_a_container_from_a_loaded_image_serves_a_request(hosts):
     host.check_output(CTR + 'run -d --net-host ferry.test/web:1.0 ferry-verify-web')
     try:
         body = ''
-        for _ in range(30):
+        for _attempt in range(30):
             got = host.run("python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read().decode())\"")
             if got.rc == 0:
                 body = got.stdout
