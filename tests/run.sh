@@ -4,7 +4,7 @@
 #   bash tests/run.sh                 # all stages
 #   bash tests/run.sh unit lint       # only these stages
 #
-# Stages: setup (system packages, dockerd, venv, test host images), unit (pytest),
+# Stages: setup (system packages, dockerd, venv, test host images, the test bundle), unit (pytest),
 # py36 (vermin: module code stays Python 3.6 compatible), lint (ansible-lint production,
 # yamllint), sanity (ansible-test sanity, no ignores), build (ansible-galaxy collection build),
 # molecule (every scenario under extensions/molecule).
@@ -19,7 +19,9 @@ summary=()
 failed=0
 
 stage_setup() {
-  bash tests/host-setup.sh && bash tests/setup-venv.sh && bash tests/images/build.sh
+  bash tests/host-setup.sh && bash tests/setup-venv.sh && bash tests/images/build.sh &&
+    # The test bundle from Debian's real binaries (cached): unit tests and scenarios use it.
+    "$venv/bin/python" tests/support/testbundle.py --version 1.0.0 >/dev/null
 }
 stage_unit() { "$venv/bin/pytest" -q -p no:cacheprovider tests/unit; }
 stage_py36() {
