@@ -81,11 +81,13 @@ def keygen(directory, name):
     return path
 
 
-def run_module(module, args, capsys, check_mode=False):
+def run_module(module, args, capsys, check_mode=False, diff=False):
     """Run ``module.main()`` with ``args``; returns (result dict, exit code)."""
     args = dict(args)
     if check_mode:
         args['_ansible_check_mode'] = True
+    if diff:
+        args['_ansible_diff'] = True
     with patch_module_args(args):
         with pytest.raises(SystemExit) as exc:
             module.main()

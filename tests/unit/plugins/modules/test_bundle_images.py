@@ -9,10 +9,10 @@ import tarfile
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ferry.airgap.plugins.modules import bundle_images
 
+from .. import _bundle_testlib as testlib
 from ..module_utils._oci_fixtures import (
     Image, digest, docker_legacy_entries, docker_new_entries, layer, oci_entries, store_files, write_tar)
 
@@ -20,15 +20,9 @@ REF = 'registry.ferry.local/demo/web:1.0'
 
 
 def run_module(capsys, args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    if diff:
-        args['_ansible_diff'] = True
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exit_info:
-            bundle_images.main()
-    return exit_info.value.code, json.loads(capsys.readouterr().out)
+    """(exit code, result) of bundle_images with ``args``."""
+    result, code = testlib.run_module(bundle_images, args, capsys, check_mode=check_mode, diff=diff)
+    return code, result
 
 
 @pytest.fixture

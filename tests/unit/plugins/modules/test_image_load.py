@@ -3,7 +3,6 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """image_load run in-process against a real, private containerd 1.6 (no mocks of ctr)."""
 
-import json
 import os
 import shutil
 import socket
@@ -11,12 +10,12 @@ import subprocess
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ferry.airgap.plugins.module_utils._containerd import STAGING_PREFIX
 from ansible_collections.ferry.airgap.plugins.module_utils._oci import chain_id
 from ansible_collections.ferry.airgap.plugins.modules import image_load
 
+from .. import _bundle_testlib as testlib
 from ..module_utils import _containerd_fixtures as fixtures
 from ..module_utils._containerd_fixtures import (
     PrivateContainerd, build_store, corrupt, have_containerd, layer, manifest_of, platform_blobs, random_layer,
@@ -31,15 +30,9 @@ DB = 'registry.ferry.local/demo/db:16'
 
 
 def run_module(capsys, args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    if diff:
-        args['_ansible_diff'] = True
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exit_info:
-            image_load.main()
-    return exit_info.value.code, json.loads(capsys.readouterr().out)
+    """(exit code, result) of image_load with ``args``."""
+    result, code = testlib.run_module(image_load, args, capsys, check_mode=check_mode, diff=diff)
+    return code, result
 
 
 @pytest.fixture(scope='module')
