@@ -28,19 +28,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 BIN = os.path.dirname(os.path.abspath(sys.executable))
-MIB = 1024 * 1024
 
-
-def log(msg):
-    sys.stderr.write('[bench] %s\n' % msg)
-    sys.stderr.flush()
-
-
-def run(argv, **kw):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False, **kw)
-    if proc.returncode != 0:
-        raise SystemExit('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(argv), proc.stdout[-4000:]))
-    return proc.stdout
+from _bench import MIB, log, mib, ratio, run  # noqa: E402
 
 
 def random_file(path, size):
@@ -146,14 +135,6 @@ def timed(argv):
     start = time.time()
     subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
     return time.time() - start
-
-
-def ratio(a, b):
-    return a / float(b) if b else float('nan')
-
-
-def mib(n):
-    return '%.1f MiB' % (n / float(MIB))
 
 
 def main():

@@ -27,31 +27,15 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, '.collections'))
 
+from _bench import MIB, json_seconds, log, run, start_testhost, wait_booted  # noqa: E402
+
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))
-MIB = 1024 * 1024
-IMAGE = 'ferry-testhost:bookworm-amd64'
 PREFIX = 'ferry-bench-dist'
 BUNDLE_DIR = '/opt/ferry/bench-bundle'
-CAPS = ('CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE '
-        'NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT '
-        'SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE '
-        'MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ').split()
 PULL_TASK = "Pull this host's files into"
-
-
-def log(msg):
-    sys.stderr.write('[bench] %s\n' % msg)
-    sys.stderr.flush()
-
-
-def run(argv, **kw):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False, **kw)
-    if proc.returncode != 0:
-        raise SystemExit('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(argv), proc.stdout[-4000:]))
-    return proc.stdout
 
 
 def random_bytes(size):
@@ -92,26 +76,6 @@ def build_bundle(root, mib):
     return sum(entry['size'] for entry in manifest['files'].values())
 
 
-def start_host(name):
-    subprocess.run(['docker', 'rm', '-f', name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    argv = ['docker', 'run', '-d', '--name', name, '--hostname', name, '--cap-drop', 'ALL']
-    for cap in CAPS:
-        argv += ['--cap-add', cap]
-    argv += ['--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--cgroupns', 'host',
-             '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock', IMAGE]
-    run(argv)
-
-
-def wait_running(name):
-    for dummy in range(90):
-        proc = subprocess.run(['docker', 'exec', name, 'systemctl', 'is-system-running'], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, universal_newlines=True, check=False)
-        if proc.stdout.strip() in ('running', 'degraded'):
-            return
-        time.sleep(1)
-    raise SystemExit('%s did not boot' % name)
-
-
 def write_files(work, deploy, targets):
     inventory = {'all': {'vars': {'ansible_connection': 'community.docker.docker'}, 'children': {
         'deploy': {'hosts': {deploy: {}}},
@@ -140,16 +104,10 @@ def play(work, limit):
         if PULL_TASK in task['task']['name']:
             duration = task['task']['duration']
             if not all(result.get('skipped') for result in task['hosts'].values()):
-                pull = _seconds(duration['end']) - _seconds(duration['start'])
+                pull = json_seconds(duration['end']) - json_seconds(duration['start'])
             for host, result in task['hosts'].items():
                 moved[host] = result.get('bytes_transferred', 0) if not result.get('skipped') else 0
     return {'wall': wall, 'pull': pull, 'moved': moved}
-
-
-def _seconds(stamp):
-    # ansible.posix.json: 2024-06-01T12:00:00.123456Z
-    from datetime import datetime
-    return datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
 
 
 def clean_mirrors(hosts):
@@ -171,9 +129,9 @@ def main():
         total = build_bundle(os.path.join(work, 'bundle'), args.mib)
         log('starting %s and %d targets' % (deploy, len(targets)))
         for name in [deploy] + targets:
-            start_host(name)
+            start_testhost(name)
         for name in [deploy] + targets:
-            wait_running(name)
+            wait_booted(name)
         run(['docker', 'exec', deploy, 'mkdir', '-p', os.path.dirname(BUNDLE_DIR)])
         run(['docker', 'cp', os.path.join(work, 'bundle'), '%s:%s' % (deploy, BUNDLE_DIR)])
         write_files(work, deploy, targets)

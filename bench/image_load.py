@@ -45,19 +45,16 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, '.collections'))
 
+from _bench import (  # noqa: E402
+    MIB, TESTHOST_IMAGE, json_seconds, log, mib, quiet, ratio, run, start_testhost, wait_booted)
+
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))
-MIB = 1024 * 1024
-IMAGE = 'ferry-testhost:bookworm-amd64'
 PREFIX = 'ferry-bench-imgload'
 NAMESPACE = 'bench'
 PLATFORM = 'linux/amd64'
 MOUNT = '/bench'
-CAPS = ('CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE '
-        'NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT '
-        'SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE '
-        'MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ').split()
 UNIT = """[Unit]
 Description=containerd for bench/image_load
 After=local-fs.target
@@ -88,30 +85,6 @@ PLAY = """- name: image_load bench
 """
 LOAD_TASK = 'Load the images'
 PING_TASK = 'Ping (the cost of a task over the docker connection)'
-
-
-def log(msg):
-    sys.stderr.write('[bench] %s\n' % msg)
-    sys.stderr.flush()
-
-
-def run(argv, **kw):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False, **kw)
-    if proc.returncode != 0:
-        raise SystemExit('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(argv), proc.stdout[-4000:]))
-    return proc.stdout
-
-
-def quiet(argv):
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-
-
-def mib(n):
-    return '%.1f MiB' % (n / float(MIB))
-
-
-def ratio(a, b):
-    return a / float(b) if b else float('nan')
 
 
 # ---------------------------------------------------------------- images
@@ -260,26 +233,14 @@ class Host(object):
         quiet(['docker', 'rm', '-f', self.name])
         quiet(['docker', 'volume', 'rm', self.volume])
         run(['docker', 'volume', 'create', self.volume])
-        argv = ['docker', 'run', '-d', '--name', self.name, '--hostname', self.name, '--cap-drop', 'ALL']
-        for cap in CAPS:
-            argv += ['--cap-add', cap]
-        argv += ['--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--cgroupns', 'host',
-                 '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock',
-                 '-v', '%s:/var/lib/containerd' % self.volume, '-v', '%s:%s:ro' % (self.work, MOUNT), IMAGE]
-        run(argv)
+        start_testhost(self.name, ['%s:/var/lib/containerd' % self.volume, '%s:%s:ro' % (self.work, MOUNT)])
         self.started = True
 
     def sh(self, script, *args):
         return run(['docker', 'exec', self.name, 'sh', '-c', script, 'sh'] + list(args))
 
     def wait_booted(self):
-        for dummy in range(90):
-            proc = subprocess.run(['docker', 'exec', self.name, 'systemctl', 'is-system-running'], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, universal_newlines=True, check=False)
-            if proc.stdout.strip() in ('running', 'degraded'):
-                return
-            time.sleep(1)
-        raise SystemExit('%s did not boot' % self.name)
+        wait_booted(self.name)
 
     def install_containerd(self):
         self.sh('set -e; install -m 0755 %(m)s/bin/containerd %(m)s/bin/ctr %(m)s/bin/containerd-shim-runc-v2 /usr/local/bin/; '
@@ -339,16 +300,10 @@ def image_load(work, host):
     result = None
     for task in data['plays'][0]['tasks']:
         duration = task['task']['duration']
-        took[task['task']['name']] = _seconds(duration['end']) - _seconds(duration['start'])
+        took[task['task']['name']] = json_seconds(duration['end']) - json_seconds(duration['start'])
         if task['task']['name'] == LOAD_TASK:
             result = task['hosts'][host.name]
     return took[LOAD_TASK], took[PING_TASK], wall, result
-
-
-def _seconds(stamp):
-    # ansible.posix.json: 2024-06-01T12:00:00.123456Z
-    from datetime import datetime
-    return datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
 
 
 # ---------------------------------------------------------------- main
@@ -373,7 +328,7 @@ def main():
         return max(4096, int(x * opts.scale * MIB))
 
     run(['docker', 'info', '--format', '{{.ServerVersion}}'])
-    run(['docker', 'image', 'inspect', '--format', '{{.Id}}', IMAGE])
+    run(['docker', 'image', 'inspect', '--format', '{{.Id}}', TESTHOST_IMAGE])
     work = os.path.realpath(tempfile.mkdtemp(prefix='ferry-bench-imgload-', dir=opts.workdir))
     os.chmod(work, 0o755)
     host = Host(work)
@@ -452,7 +407,7 @@ def bench(opts, components, size, work, host):
         return min(r[key] for r in results[label])
 
     print('%d images on %s (%s, overlayfs, unpacked), %s: shared base layer %s, own layers %s' % (
-        len(images), IMAGE, PLATFORM, versions, mib(size(opts.base_mib)), ', '.join(mib(size(c)) for c in components)))
+        len(images), TESTHOST_IMAGE, PLATFORM, versions, mib(size(opts.base_mib)), ', '.join(mib(size(c)) for c in components)))
     print('unique blob bytes %s (%d); per image, counting the base each time: %s; sum of the %d tars: %s' % (
         mib(unique), unique, mib(per_image), len(tars), mib(tar_bytes)))
     head = ('contender', 'first load s', 'bytes moved', 'MiB/s', 'rerun s', 'rerun bytes', 'rerun MiB/s')

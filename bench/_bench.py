@@ -1,0 +1,69 @@
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the bench scripts share: running commands, formatting figures, and systemd test hosts."""
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+MIB = 1024 * 1024
+TESTHOST_IMAGE = 'ferry-testhost:bookworm-amd64'
+# Every capability but CAP_SYS_RESOURCE, which this sandbox withholds (so no --privileged).
+CAPS = ('CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE '
+        'NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT '
+        'SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE '
+        'MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ').split()
+
+
+def log(msg):
+    sys.stderr.write('[bench] %s\n' % msg)
+    sys.stderr.flush()
+
+
+def run(argv, **kw):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False, **kw)
+    if proc.returncode != 0:
+        raise SystemExit('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(argv), proc.stdout[-4000:]))
+    return proc.stdout
+
+
+def quiet(argv):
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def mib(n):
+    return '%.1f MiB' % (n / float(MIB))
+
+
+def ratio(a, b):
+    return a / float(b) if b else float('nan')
+
+
+def json_seconds(stamp):
+    """A time stamp of the ansible.posix.json callback (2024-06-01T12:00:00.123456Z) in seconds."""
+    return datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
+
+
+def start_testhost(name, volumes=()):
+    """Start (replacing any old one) a systemd test host container the way Molecule does; ``volumes``
+    are extra ``-v`` specs."""
+    quiet(['docker', 'rm', '-f', name])
+    argv = ['docker', 'run', '-d', '--name', name, '--hostname', name, '--cap-drop', 'ALL']
+    for cap in CAPS:
+        argv += ['--cap-add', cap]
+    argv += ['--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--cgroupns', 'host',
+             '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock']
+    for volume in volumes:
+        argv += ['-v', volume]
+    run(argv + [TESTHOST_IMAGE])
+
+
+def wait_booted(name):
+    for dummy in range(90):
+        proc = subprocess.run(['docker', 'exec', name, 'systemctl', 'is-system-running'], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, universal_newlines=True, check=False)
+        if proc.stdout.strip() in ('running', 'degraded'):
+            return
+        time.sleep(1)
+    raise SystemExit('%s did not boot' % name)
