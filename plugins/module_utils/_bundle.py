@@ -927,12 +927,12 @@ def verify_bundle(bundle_dir, manifest, progress=None, partial=False, extra_filt
 # ---------------------------------------------------------------------------
 
 def _exec(runner, argv, data=None):
-    if hasattr(runner, 'run_command'):
-        argv = [runner.get_bin_path(argv[0], required=True)] + list(argv[1:])
-        return _cli.run(runner, argv, data=data, check_rc=False)
+    """Run ``argv`` with a :class:`_cli.Runner` (None: a local one); a module's runner resolves the binary."""
     if runner is None:
-        runner = _cli.local_runner
-    return runner(argv, data)
+        runner = _cli.Runner()
+    if runner.module is not None:
+        argv = [runner.module.get_bin_path(argv[0], required=True)] + list(argv[1:])
+    return runner.run(argv, data=data)
 
 
 def _reason(out, err):

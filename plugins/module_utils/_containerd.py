@@ -27,7 +27,7 @@ import os
 import re
 import stat
 
-from ansible_collections.ferry.airgap.plugins.module_utils._cli import run_stream
+from ansible_collections.ferry.airgap.plugins.module_utils._cli import Runner
 from ansible_collections.ferry.airgap.plugins.module_utils._oci import (
     CONTAINERD_ANNOTATION, MT_OCI_INDEX, layout_tar)
 
@@ -77,18 +77,16 @@ def _mib(count):
 class Ctr(object):
     """containerd at ``address``, namespace ``namespace``, driven by the ``ctr`` argv prefix.
 
-    ``runner(argv)`` runs a short command and returns ``(rc, stdout, stderr)`` without failing
-    (``_cli.run(module, argv, check_rc=False)`` in a module, ``_cli.local_runner`` elsewhere);
-    ``streamer(argv, chunks)`` does the same feeding stdin from an iterable (``_cli.run_stream``).
+    ``runner`` is a :class:`_cli.Runner` (``Runner(module)`` in a module, ``Runner()`` elsewhere):
+    ``runner.run(argv)`` for short commands, ``runner.stream(argv, chunks)`` for imports.
     """
 
-    def __init__(self, ctr, address, namespace, runner, streamer=run_stream, snapshotter=None):
+    def __init__(self, ctr, address, namespace, runner=None, snapshotter=None):
         self.address = address
         self.namespace = namespace
         self.snapshotter = snapshotter
         self.base = list(ctr) + ['-a', address, '-n', namespace]
-        self.runner = runner
-        self.streamer = streamer
+        self.runner = runner if runner is not None else Runner()
 
     # -- errors
     def check_socket(self):
@@ -134,7 +132,7 @@ class Ctr(object):
 
     def _run(self, args, what):
         argv = self.base + list(args)
-        rc, out, err = self.runner(argv)
+        rc, out, err = self.runner.run(argv)
         if rc != 0:
             raise self._error(argv, rc, out, err, what)
         return out
@@ -209,7 +207,7 @@ class Ctr(object):
         if not unpack:
             argv.append('--no-unpack')
         argv.append('-')
-        rc, out, err = self.streamer(argv, chunks)
+        rc, out, err = self.runner.stream(argv, chunks)
         if rc != 0:
             failed = [m.group(1) for m in _UNPACKING_RE.finditer(out or '') if not m.group(3)]
             if failed and 'no space left on device' not in (err or ''):

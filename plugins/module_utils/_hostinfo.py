@@ -15,6 +15,8 @@ import socket
 import sys
 import time
 
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import normalize_arch
+
 # os-release ID -> (family Ferry uses, how Ferry treats it)
 #   family: which packaging conventions, firewall and SELinux defaults apply.
 #   treatment: 'supported' = tested on real hosts in CI, 'emulated' = only
@@ -33,7 +35,6 @@ OS_TABLE = {
 }
 VENDOR_RELEASE_FILES = ('kylin-release', 'openEuler-release', 'centos-release',
                         'redhat-release', 'rocky-release', 'uos-release')
-ARCH_ALIASES = {'amd64': 'x86_64', 'x64': 'x86_64', 'arm64': 'aarch64', 'armv8': 'aarch64'}
 
 _PROC_NET_LISTEN = {'tcp': '0A', 'udp': '07'}  # TCP_LISTEN; UDP sockets sit "closed" (07) when bound
 
@@ -85,11 +86,6 @@ def classify_os(os_release, release_files=None, pkg_tools=None):
         'treatment': treatment,
         'release_files': release_files,
     }
-
-
-def normalize_arch(machine):
-    machine = (machine or '').lower()
-    return ARCH_ALIASES.get(machine, machine)
 
 
 def kernel_version_tuple(release):

@@ -101,6 +101,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ferry.airgap.plugins.module_utils import _cli
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 
 
@@ -121,7 +122,7 @@ def main():
         new_manifest, _raw = B.read_manifest(p['path'])
         manifest = B.delta_manifest(new_manifest, inventory)
         raw = B.dumps(manifest)
-        sig = B.sign_bytes(module, raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
+        sig = B.sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
         files = manifest['files']
         result = dict(
             changed=True, dest=p['dest'], files_total=len(files),

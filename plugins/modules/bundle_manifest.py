@@ -107,6 +107,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ferry.airgap.plugins.module_utils import _cli
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
     MANIFEST, SIGNATURE, BundleError, atomic_write, build_manifest, dumps, sha256_bytes, sign_bytes, utc_now, read_bytes)
 
@@ -147,7 +148,7 @@ def main():
             if manifest['created'] is None or dumps(manifest) != old_raw:
                 manifest['created'] = utc_now()
         raw = dumps(manifest)
-        sig = sign_bytes(module, raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
+        sig = sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
     except BundleError as e:
         module.fail_json(msg=str(e))
 

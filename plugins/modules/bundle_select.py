@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Runs where the verified bundle is (the deploy node) and changes nothing. Reads C(manifest.json) and the
     bundle's OCI image layout C(images/) and lists the files a host of O(arch) needs, with their size and sha256
-    taken from the manifest (nothing is hashed again). M(ferry.airgap.artifact_fetch) then pulls exactly these
+    taken from the manifest (nothing is hashed again). M(ferry.airgap.bundle_pull) then pulls exactly these
     files onto the host (docs/distribution.md).
   - Artifacts are taken for O(arch), else C(noarch). An artifact the bundle lacks for O(arch) is an error naming
     the arch and the artifacts the bundle has.
@@ -60,7 +60,7 @@ attributes:
     description: Nothing changes, nothing to diff.
 seealso:
   - module: ferry.airgap.bundle_serve
-  - module: ferry.airgap.artifact_fetch
+  - module: ferry.airgap.bundle_pull
 """
 
 EXAMPLES = r"""

@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Runs on the deploy node. O(state=started) starts a detached daemon (double fork, setsid, stdio on
     C(/dev/null)) serving the bundle at O(path) over HTTP so target hosts can pull their files with
-    M(ferry.airgap.artifact_fetch) in parallel; O(state=stopped) terminates it (docs/distribution.md).
+    M(ferry.airgap.bundle_pull) in parallel; O(state=stopped) terminates it (docs/distribution.md).
   - Read-only. Answers C(GET) and C(HEAD), with single byte ranges (C(206 Partial Content), C(Content-Range)) so
     an interrupted download resumes, of exactly the files C(manifest.json) lists plus C(manifest.json). Any other
     path, a path with a C(..) or empty component, or one without the O(token) prefix gets C(404); other methods
@@ -68,7 +68,7 @@ attributes:
     description: Nothing to diff.
 seealso:
   - module: ferry.airgap.bundle_select
-  - module: ferry.airgap.artifact_fetch
+  - module: ferry.airgap.bundle_pull
 """
 
 EXAMPLES = r"""

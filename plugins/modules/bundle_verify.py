@@ -179,6 +179,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ferry.airgap.plugins.module_utils import _cli
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 
 
@@ -205,7 +206,7 @@ def _check_signature(module, bundle_dir, raw, result):
             raise B.BundleError('signature %s is missing (require_signature is true)' % sig_path)
         sig['message'] = 'not checked: %s is missing' % sig_path
         return
-    out = B.verify_signature(module, os.path.join(bundle_dir, B.MANIFEST), p['allowed_signers'], p['identity'],
+    out = B.verify_signature(_cli.Runner(module), os.path.join(bundle_dir, B.MANIFEST), p['allowed_signers'], p['identity'],
                              p['namespace'], data=raw)
     sig.update(verified=True, principal=out['principal'], message=out['message'])
 

@@ -256,7 +256,7 @@ def main():
             raise OciError("store '%s' has no image %s (it has: %s)" % (
                 p['store'], ', '.join(missing), ', '.join(sorted(store.refs())) or 'no image'))
         ctr = Ctr(resolve_ctr(module, p['ctr']), p['address'], p['namespace'],
-                  lambda argv: _cli.run(module, argv, check_rc=False), snapshotter=p['snapshotter'])
+                  _cli.Runner(module), snapshotter=p['snapshotter'])
         outcome, before, after = run(module, ctr, store, refs, platform, counter)
         result.update(outcome)
     except ContainerdError as exc:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _containerd as C
-from ansible_collections.ferry.airgap.plugins.module_utils._cli import local_runner, run_stream
+from ansible_collections.ferry.airgap.plugins.module_utils._cli import Runner, run_stream
 from ansible_collections.ferry.airgap.plugins.module_utils._oci import CONTAINERD_ANNOTATION, chain_id, layout_tar, platform_plan
 
 from . import _containerd_fixtures as fixtures
@@ -24,7 +24,7 @@ WEB = 'registry.ferry.local/demo/web:1.0'
 API = 'registry.ferry.local/demo/api:2.1'
 
 
-def ctr_for(daemon, ns, runner=local_runner):
+def ctr_for(daemon, ns, runner=None):
     return C.Ctr(['ctr'], daemon.address, ns, runner)
 
 
@@ -101,13 +101,13 @@ def test_is_loaded_conditions():
 
 
 def test_check_socket(tmp_path):
-    ctr = C.Ctr(['ctr'], str(tmp_path / 'none.sock'), 'ns', local_runner)
+    ctr = C.Ctr(['ctr'], str(tmp_path / 'none.sock'), 'ns', Runner())
     with pytest.raises(C.ContainerdError, match='^containerd is not running: its socket .*none.sock does not exist'):
         ctr.check_socket()
     regular = tmp_path / 'file'
     regular.write_text('')
     with pytest.raises(C.ContainerdError, match='is not a socket'):
-        C.Ctr(['ctr'], str(regular), 'ns', local_runner).check_socket()
+        C.Ctr(['ctr'], str(regular), 'ns', Runner()).check_socket()
 
 
 def test_stale_socket_says_containerd_is_not_running():
@@ -118,7 +118,7 @@ def test_stale_socket_says_containerd_is_not_running():
     sock.close()
     try:
         with pytest.raises(C.ContainerdError) as info:
-            C.Ctr(['ctr'], path, 'ns', local_runner).images()
+            C.Ctr(['ctr'], path, 'ns', Runner()).images()
     finally:
         os.unlink(path)
         os.rmdir(base)
@@ -143,15 +143,26 @@ def test_stale_socket_says_containerd_is_not_running():
      'ctr: image might be filtered out'),
 ])
 def test_error_messages(stderr, expected):
-    ctr = C.Ctr(['ctr'], '/run/x.sock', 'ns', local_runner)
+    ctr = C.Ctr(['ctr'], '/run/x.sock', 'ns', Runner())
     argv = ctr.base + ['images', 'import', '-']
     error = ctr._error(argv, 1, '', stderr, 'the step')
     assert error.msg.startswith(expected)
     assert error.details == dict(cmd=argv, rc=1, stdout='', stderr=stderr)
 
 
+class _FixedRunner(Runner):
+    """A runner whose every command answers the same."""
+
+    def __init__(self, *answer):
+        Runner.__init__(self)
+        self.answer = answer
+
+    def run(self, argv, data=None, cwd=None, check_rc=False):
+        return self.answer
+
+
 def test_unparseable_images_output():
-    ctr = C.Ctr(['ctr'], '/x', 'ns', lambda argv: (0, 'NAME DIGEST\n', ''))
+    ctr = C.Ctr(['ctr'], '/x', 'ns', _FixedRunner(0, 'NAME DIGEST\n', ''))
     with pytest.raises(C.ContainerdError, match='unexpected output of ctr images ls'):
         ctr.images()
 

@@ -431,20 +431,6 @@ class TestModuleState(object):
 
 # --------------------------------------------------------------------------- arch
 
-@pytest.mark.parametrize('machine, expected', [
-    ('x86_64', 'x86_64'),
-    ('amd64', 'x86_64'),
-    ('AMD64', 'x86_64'),
-    ('x64', 'x86_64'),
-    ('aarch64', 'aarch64'),
-    ('arm64', 'aarch64'),
-    ('armv8', 'aarch64'),
-    ('ppc64le', 'ppc64le'),
-    ('', ''),
-    (None, ''),
-])
-def test_normalize_arch(machine, expected):
-    assert _hostinfo.normalize_arch(machine) == expected
 
 
 # --------------------------------------------------------------------------- disk

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: artifact_fetch
+module: bundle_pull
 short_description: Pull bundle files onto a host from the deploy node's bundle server, checked by sha256
 version_added: 0.1.0
 description:
@@ -87,7 +87,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Pull this host's files from the deploy node
-  ferry.airgap.artifact_fetch:
+  ferry.airgap.bundle_pull:
     url: "http://{{ deploy_address }}:8765/{{ serve_token }}"
     dest: /var/lib/ferry/bundle
     files: "{{ selection.files }}"

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""artifact_fetch against a real bundle server (bundle_serve's daemon) on 127.0.0.1."""
+"""bundle_pull against a real bundle server (bundle_serve's daemon) on 127.0.0.1."""
 
 import hashlib
 import os
@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
 from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
-from ansible_collections.ferry.airgap.plugins.modules import artifact_fetch, bundle_select, bundle_serve
+from ansible_collections.ferry.airgap.plugins.modules import bundle_pull, bundle_select, bundle_serve
 from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module, tree
 from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import free_port, make_bundle
 
@@ -43,7 +43,7 @@ def fetch(site, capsys, check_mode=False, **kw):
     a = {'url': site['url'], 'dest': site['dest'], 'files': site['selection']['files'],
          'artifacts': site['selection']['artifacts'], 'retry_delay': 0}
     a.update(kw)
-    return run_module(artifact_fetch, a, capsys, check_mode=check_mode)
+    return run_module(bundle_pull, a, capsys, check_mode=check_mode)
 
 
 def test_fetch_rerun_and_facts(site, capsys):

@@ -5,7 +5,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: bundle_fetch
+module: bundle_artifact
 short_description: Fetch one artifact into a Ferry bundle, checking its sha256
 version_added: 0.1.0
 description:
@@ -59,7 +59,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Fetch the artifacts of the spec
-  ferry.airgap.bundle_fetch:
+  ferry.airgap.bundle_artifact:
     path: "{{ bundle_dir }}"
     name: "{{ item.name }}"
     arch: "{{ item.arch }}"
