@@ -1,34 +1,67 @@
-"""Run a Ferry playbook from a Molecule verifier and read its results as data.
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one way tests and benches run ansible-playbook (or ansible) and read the result as data.
 
-The verifier runs the failing cases itself: each one is a real ansible-playbook
-run against the scenario's hosts, read back through the ansible.posix.json callback.
+``run_playbook`` runs a playbook with the ansible.posix.json callback and returns a ``Run``: its
+exit code, output, the parsed JSON and helpers over it (task results, durations, stats). Used by the
+Molecule verifiers (extensions/molecule/*/tests), the unit tests of the playbooks
+(tests/unit/playbooks) and the bench scripts (bench/), which put this directory on sys.path.
+No pytest here.
 """
 import json
 import os
 import subprocess
+import sys
+import time
+from datetime import datetime
 
 import yaml
 
-PROJECT = os.environ.get('MOLECULE_PROJECT_DIRECTORY') or os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+PROJECT = os.environ.get('MOLECULE_PROJECT_DIRECTORY') or os.path.realpath(os.path.join(os.path.dirname(__file__), '..', '..'))
+BIN = os.path.dirname(os.path.abspath(sys.executable))
+JSON_CALLBACK = 'ansible.posix.json'
+
+
+def json_seconds(stamp):
+    """A time stamp of the ansible.posix.json callback (2024-06-01T12:00:00.123456Z) in seconds."""
+    return datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
 
 
 class Run(object):
-    def __init__(self, proc):
+    """One finished ansible-playbook run: rc, stdout, stderr, wall seconds and (JSON callback) data."""
+
+    def __init__(self, proc, wall=None, parse=True):
         self.rc = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-        self.data = json.loads(proc.stdout[proc.stdout.index('{'):]) if '{' in proc.stdout else {}
+        self.stdout = proc.stdout or ''
+        self.stderr = proc.stderr or ''
+        self.wall = wall
+        self.data = json.loads(self.stdout[self.stdout.index('{'):]) if parse and '{' in self.stdout else {}
+
+    def tasks(self, play=None):
+        """The callback's task entries ({'task': {name, duration}, 'hosts': {host: result}}), of every play or one."""
+        plays = self.data.get('plays', [])
+        for entry in (plays if play is None else plays[play:play + 1]):
+            for task in entry['tasks']:
+                yield task
 
     def task_results(self, task_name):
         """{host: result} of the first task whose name contains ``task_name``."""
-        for play in self.data.get('plays', []):
-            for task in play['tasks']:
-                if task_name in task['task']['name']:
-                    return task['hosts']
+        for task in self.tasks():
+            if task_name in task['task']['name']:
+                return task['hosts']
         return {}
+
+    def task_seconds(self, task):
+        """How long a task entry ran (its first host starting to its last one done)."""
+        duration = task['task']['duration']
+        return json_seconds(duration['end']) - json_seconds(duration['start'])
 
     def stats(self):
         return self.data.get('stats', {})
+
+    def tail(self, out=6000, err=3000):
+        """The end of stdout and stderr, for a failure message."""
+        return '%s\n%s' % (self.stdout[-out:], self.stderr[-err:])
 
     def report(self):
         """The preflight report (the run_once set_fact lands on every host: take any)."""
@@ -68,16 +101,40 @@ def write_inventory(tmp_path, groups, hostvars=None, name='hosts.yml'):
     return str(path)
 
 
-def run_playbook(playbook, inventory, extra_vars=None, timeout=900):
-    env = dict(os.environ)
-    env.update({
-        'ANSIBLE_STDOUT_CALLBACK': 'ansible.posix.json',
-        'ANSIBLE_CONFIG': os.path.join(PROJECT, 'ansible.cfg'),
-        'ANSIBLE_COLLECTIONS_PATH': os.path.join(PROJECT, '.collections'),
-        'ANSIBLE_NOCOLOR': '1',
-    })
-    argv = ['ansible-playbook', '-i', inventory, playbook]
+def tool(name):
+    """ansible-playbook / ansible beside this Python when there is one (a venv), else from PATH."""
+    path = os.path.join(BIN, name)
+    return path if os.path.exists(path) else name
+
+
+def ansible(args, command='ansible-playbook', callback=JSON_CALLBACK, project=True, env=None, cwd=PROJECT,
+            timeout=None, merge=False):
+    """Run ``command`` with ``args``; returns a Run.
+
+    ``callback``: the stdout callback (None: the configured one, plain text). ``project``: the checkout's
+    ansible.cfg and .collections (else whatever ``cwd`` and the environment give). ``env``: more
+    variables. ``merge``: stderr into stdout.
+    """
+    full_env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', PATH=BIN + os.pathsep + os.environ.get('PATH', ''))
+    if callback:
+        full_env['ANSIBLE_STDOUT_CALLBACK'] = callback
+    if project:
+        full_env.update(ANSIBLE_CONFIG=os.path.join(PROJECT, 'ansible.cfg'),
+                        ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, '.collections'))
+    full_env.update(env or {})
+    start = time.time()
+    proc = subprocess.run([tool(command)] + list(args), env=full_env, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merge else subprocess.PIPE, universal_newlines=True,
+                          timeout=timeout, check=False)
+    return Run(proc, time.time() - start, parse=callback == JSON_CALLBACK)
+
+
+def run_playbook(playbook, inventory=None, extra_vars=None, timeout=900, limit=None, env=None, args=()):
+    """ansible-playbook ``playbook`` with the JSON callback, the checkout's config and collections."""
+    argv = ['-i', inventory] if inventory else []
+    argv.append(playbook)
+    if limit:
+        argv += ['--limit', limit if isinstance(limit, str) else ','.join(limit)]
     if extra_vars:
         argv += ['-e', json.dumps(extra_vars)]
-    proc = subprocess.run(argv, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, check=False)
-    return Run(proc)
+    return ansible(argv + list(args), env=env, timeout=timeout)

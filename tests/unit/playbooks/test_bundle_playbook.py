@@ -7,32 +7,30 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
 
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.tests.support.ferry_run import PROJECT, ansible
 
-from ..plugins._bundle_testlib import META, add_blob, write as write_file
-from ..plugins.module_utils._oci_fixtures import Image, digest, docker_legacy_entries, layer, write_tar
-from ..plugins.module_utils.test__oci_registry import push_image, run_registry
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import META
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
+    Image, digest, docker_legacy_entries, layer, push_image, write_layout, write_tar)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.registry import run_registry
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
-BIN = os.path.dirname(sys.executable)
+ROOT = PROJECT
 REF = 'registry.ferry.local/demo/web:1.0'
 IDENTITY = 'release@example'
 
 
-def playbook(*args, cwd=ROOT, env=None):
-    full_env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', PATH=BIN + os.pathsep + os.environ['PATH'])
-    full_env.update(env or {})
-    proc = subprocess.run([os.path.join(BIN, 'ansible-playbook')] + list(args), cwd=cwd, env=full_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=240, check=False)
-    return proc.returncode, unfold(proc.stdout)
+def playbook(*args, cwd=ROOT, env=None, command='ansible-playbook'):
+    """Run ``command`` (plain output, stderr merged, the ansible.cfg of ``cwd``); returns (rc, output)."""
+    run = ansible(args, command=command, callback=None, project=False, env=env, cwd=cwd, timeout=240, merge=True)
+    return run.rc, unfold(run.stdout)
 
 
 def unfold(out):
@@ -99,14 +97,7 @@ def build(spec, dest, key, *extra):
 
 def module(name, **module_args):
     """Run ferry.airgap.<name> once on localhost (ad hoc); returns (rc, output)."""
-    return playbook_cmd('ansible', 'localhost', '-m', 'ferry.airgap.' + name, '-a', json.dumps(module_args))
-
-
-def playbook_cmd(command, *args):
-    full_env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', PATH=BIN + os.pathsep + os.environ['PATH'])
-    proc = subprocess.run([os.path.join(BIN, command)] + list(args), cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=240, check=False)
-    return proc.returncode, unfold(proc.stdout)
+    return playbook('localhost', '-m', 'ferry.airgap.' + name, '-a', json.dumps(module_args), command='ansible')
 
 
 def load_manifest(bundle_dir):
@@ -224,10 +215,7 @@ def test_unsupported_arch_is_named(tmp_path):
 
 
 def test_unreachable_registry_fails_and_leaves_nothing(tmp_path):
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     images = [{'ref': REF, 'registry': {'ref': '127.0.0.1:%d/demo/web:1.0' % port}}]
     spec, _amd_sha, _arm_sha = make_inputs(tmp_path, images=images)
     key, _allowed = make_key(tmp_path)
@@ -241,17 +229,8 @@ def test_unreachable_registry_fails_and_leaves_nothing(tmp_path):
 
 def test_real_image_config_verifies(tmp_path):
     root = str(tmp_path / 'b')
-    layer_d, layer_n = add_blob(root, b'layer' * 100)
-    config_d, config_n = add_blob(root, {'architecture': 'amd64', 'os': 'linux', 'config': {'Cmd': ['/app']},
-                                         'rootfs': {'type': 'layers', 'diff_ids': [layer_d]}})
-    man_d, man_n = add_blob(root, {
-        'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.manifest.v1+json',
-        'config': {'mediaType': 'application/vnd.oci.image.config.v1+json', 'digest': config_d, 'size': config_n},
-        'layers': [{'mediaType': 'application/vnd.oci.image.layer.v1.tar', 'digest': layer_d, 'size': layer_n}]})
-    write_file(os.path.join(root, 'images', 'oci-layout'), '{"imageLayoutVersion": "1.0.0"}')
-    write_file(os.path.join(root, 'images', 'index.json'), json.dumps({'schemaVersion': 2, 'manifests': [{
-        'mediaType': 'application/vnd.oci.image.manifest.v1+json', 'digest': man_d, 'size': man_n,
-        'annotations': {'org.opencontainers.image.ref.name': REF}}]}))
+    # its config has the runtime "config" key (Cmd) and the layer's diff_id, as every real image's does
+    write_layout(os.path.join(root, 'images'), Image(layers=[b'layer' * 100]), REF)
     manifest = B.build_manifest(root, dict(META))
     assert B.verify_bundle(root, manifest) == []
 

@@ -1,10 +1,12 @@
-"""Fixtures shared by the plugin tests."""
+"""Fixtures shared by the plugin tests (their code lives in test_support)."""
 
 import os
 
 import pytest
 
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import keygen, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import keygen, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.containerd import containerd, namespace  # noqa: F401
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.registry import registry  # noqa: F401
 
 
 @pytest.fixture(scope='session')

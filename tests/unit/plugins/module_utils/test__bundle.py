@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import (
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
     META, add_blob, finish, make_bundle, siblings, tree, write)
 
 HEX_A = 'a' * 64

@@ -14,11 +14,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils import _containerd as
 from ansible_collections.ferry.airgap.plugins.module_utils._cli import Runner, run_stream
 from ansible_collections.ferry.airgap.plugins.module_utils._oci import CONTAINERD_ANNOTATION, chain_id, layout_tar, platform_plan
 
-from . import _containerd_fixtures as fixtures
-from ._containerd_fixtures import build_store, corrupt, manifest_of, random_layer, short_tmpdir
-
-containerd = fixtures.containerd
-namespace = fixtures.namespace
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.containerd import short_tmpdir
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import build_store, corrupt, manifest_of, random_layer
 
 WEB = 'registry.ferry.local/demo/web:1.0'
 API = 'registry.ferry.local/demo/api:2.1'

@@ -15,8 +15,7 @@ import pytest
 from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci
 from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
-from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import (
-    files_of, make_bundle, serving)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, files_of, make_bundle, serving
 
 RUNC = 'artifacts/x86_64/runc/runc.amd64'
 CONTAINERD = 'artifacts/x86_64/containerd/containerd-1.6.20-linux-amd64.tar.gz'
@@ -26,7 +25,7 @@ RUNTIME = ['containerd', 'runc', 'cni-plugins']
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp('bundle')
-    manifest = make_bundle(root)
+    manifest = make_bundle(root, arches=BOTH_ARCHES)
     return str(root), manifest
 
 

@@ -6,7 +6,6 @@
 import io
 import json
 import os
-import socket
 import tarfile
 
 import pytest
@@ -14,7 +13,8 @@ import pytest
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci
 from ansible_collections.ferry.airgap.plugins.module_utils._safetar import UnsafeTarError
 
-from ._oci_fixtures import (
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
     Image, digest, docker_legacy_entries, docker_new_entries, gzip_bytes, layer, oci_entries, store_files,
     write_tar)
 
@@ -353,16 +353,8 @@ def test_parse_ref_and_www_authenticate():
     assert _oci.parse_www_authenticate('Basic realm=test') == ('basic', {'realm': 'test'})
 
 
-def closed_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 def test_unreachable_registry_is_a_clear_error(tmp_path):
-    ref = '127.0.0.1:%d/demo/web:1.0' % closed_port()
+    ref = '127.0.0.1:%d/demo/web:1.0' % free_port()
     store = store_at(tmp_path)
     with pytest.raises(_oci.RegistryError) as err:
         _oci.pull_image(store, ref, timeout=5)

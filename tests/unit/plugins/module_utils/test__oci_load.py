@@ -12,7 +12,8 @@ import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci as O
 
-from ._containerd_fixtures import add_manifest, build_store, corrupt, layer, manifest_of, platform_blobs, random_layer
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
+    add_manifest, build_store, corrupt, layer_pair, manifest_of, platform_blobs, random_layer)
 
 WEB = 'registry.ferry.local/demo/web:1.0'
 API = 'registry.ferry.local/demo/api:2.1'
@@ -181,7 +182,7 @@ def test_layout_tar_size_mismatch_and_empty_blob(tmp_path):
 def test_layout_tar_of_a_big_blob_is_chunked(tmp_path):
     store = O.ImageStore(str(tmp_path / 's'))
     store.init()
-    raw, gz = layer({'big': b'x' * (3 * O.CHUNK + 5)})
+    raw, gz = layer_pair({'big': b'x' * (3 * O.CHUNK + 5)})
     digest, size = store.put_bytes(raw)
     chunks = list(O.layout_tar(store, {}, [(digest, size)]))
     assert max(len(c) for c in chunks) <= O.CHUNK + 512

@@ -5,137 +5,31 @@
 
 * Debian's real registry (``docker-registry``, package docker-registry) with
   htpasswd Basic auth (``htpasswd`` from apache2-utils); a two-platform image is
-  pushed by a small distribution-API client below.
+  pushed by test_support.images.push_image.
 * A fake registry behind a Bearer token service (http.server) for the token
   flow, docker media types and blob redirects.
 """
 
 import base64
-import contextlib
 import json
 import os
-import shutil
-import socket
-import subprocess
 import threading
-import time
 
 import pytest
 
 from ansible.module_utils.six.moves.BaseHTTPServer import BaseHTTPRequestHandler, HTTPServer
 from ansible.module_utils.six.moves.socketserver import ThreadingMixIn
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.six.moves.urllib.parse import parse_qs, urlparse
-from ansible.module_utils.six.moves.urllib.request import Request, urlopen
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci
 
-from ._oci_fixtures import Image, digest, dumps, layer, store_files
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
+    Image, digest, dumps, index_of, layer, push_image, push_manifest, store_files)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.registry import AUTH, PASSWORD, USER
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = 'ferry', 's3cret'
 TARGET = 'registry.ferry.local/demo/web:1.0'
-INSTALL_HINT = 'install it: apt-get install -y docker-registry apache2-utils'
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def need_binary(name):
-    path = shutil.which(name)
-    if not path:
-        pytest.fail('%s not found: the registry integration test needs it; %s' % (name, INSTALL_HINT))
-    return path
-
-
-@pytest.fixture(scope='module')
-def registry(tmp_path_factory):
-    """host:port of Debian's docker-registry with htpasswd auth, running on 127.0.0.1."""
-    with run_registry(tmp_path_factory.mktemp('registry')) as host:
-        yield host
-
-
-@contextlib.contextmanager
-def run_registry(work, user=USER, password=PASSWORD):
-    """Run Debian's docker-registry on 127.0.0.1 with htpasswd auth for ``user``; yields host:port."""
-    binary = need_binary('docker-registry')
-    htpasswd = need_binary('htpasswd')
-    entry = subprocess.check_output([htpasswd, '-Bbn', user, password])
-    (work / 'htpasswd').write_bytes(entry)
-    port = free_port()
-    (work / 'config.yml').write_text(
-        'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n'
-        'http:\n  addr: 127.0.0.1:%d\n  secret: ferry-test-secret\n'
-        'auth:\n  htpasswd:\n    realm: ferry-test\n    path: %s\n' % (work / 'data', port, work / 'htpasswd'))
-    log = open(str(work / 'registry.log'), 'wb')
-    proc = subprocess.Popen([binary, 'serve', str(work / 'config.yml')], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_ready(port, proc, work)
-        yield '127.0.0.1:%d' % port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _wait_ready(port, proc, work):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail('docker-registry exited: %s' % (work / 'registry.log').read_text())
-        try:
-            urlopen('http://127.0.0.1:%d/v2/' % port, timeout=2)
-            return
-        except HTTPError as exc:
-            if exc.code == 401:
-                return
-        except (URLError, OSError):
-            time.sleep(0.2)
-    pytest.fail('docker-registry did not answer on port %d: %s' % (port, (work / 'registry.log').read_text()))
-
-
-# ---------------------------------------------------------------- pushing (distribution API)
-
-def _call(method, url, data=None, content_type=None, auth=(USER, PASSWORD)):
-    req = Request(url, data=data, method=method)
-    if content_type:
-        req.add_header('Content-Type', content_type)
-    token = base64.b64encode(('%s:%s' % auth).encode()).decode()
-    req.add_header('Authorization', 'Basic ' + token)
-    return urlopen(req, timeout=30)
-
-
-def push_blob(host, repo, data, auth=(USER, PASSWORD)):
-    resp = _call('POST', 'http://%s/v2/%s/blobs/uploads/' % (host, repo), b'', auth=auth)
-    assert resp.status == 202
-    location = resp.headers['Location']
-    if location.startswith('/'):
-        location = 'http://' + host + location
-    sep = '&' if '?' in location else '?'
-    resp = _call('PUT', location + sep + 'digest=' + digest(data), data, 'application/octet-stream', auth=auth)
-    assert resp.status == 201
-
-
-def push_manifest(host, repo, reference, data, media_type, auth=(USER, PASSWORD)):
-    resp = _call('PUT', 'http://%s/v2/%s/manifests/%s' % (host, repo, reference), data, media_type, auth=auth)
-    assert resp.status == 201
-    assert resp.headers['Docker-Content-Digest'] == digest(data)
-
-
-def push_image(host, repo, image, auth=(USER, PASSWORD), tag=None):
-    for blob in image.layers + [image.config]:
-        push_blob(host, repo, blob, auth)
-    push_manifest(host, repo, tag or digest(image.manifest()), image.manifest(), _oci.MT_OCI_MANIFEST, auth)
 
 
 @pytest.fixture(scope='module')
@@ -144,14 +38,10 @@ def pushed(registry):
     amd = Image('x86_64', layers=[layer({'base': b'b' * 4096}), layer({'app': b'amd'})])
     arm = Image('aarch64', layers=[layer({'base': b'b' * 4096}), layer({'app': b'arm'})], variant='v8')
     for image in (amd, arm):
-        push_image(registry, 'demo/web', image)
-    index = dumps({'schemaVersion': 2, 'mediaType': _oci.MT_OCI_INDEX, 'manifests': [
-        {'mediaType': _oci.MT_OCI_MANIFEST, 'digest': digest(amd.manifest()), 'size': len(amd.manifest()),
-         'platform': {'os': 'linux', 'architecture': 'amd64'}},
-        {'mediaType': _oci.MT_OCI_MANIFEST, 'digest': digest(arm.manifest()), 'size': len(arm.manifest()),
-         'platform': {'os': 'linux', 'architecture': 'arm64', 'variant': 'v8'}}]})
-    push_manifest(registry, 'demo/web', '1.0', index, _oci.MT_OCI_INDEX)
-    push_manifest(registry, 'demo/web', 'amd64-only', amd.manifest(), _oci.MT_OCI_MANIFEST)
+        push_image(registry, 'demo/web', image, AUTH)
+    index = index_of([amd, arm])
+    push_manifest(registry, 'demo/web', '1.0', index, _oci.MT_OCI_INDEX, AUTH)
+    push_manifest(registry, 'demo/web', 'amd64-only', amd.manifest(), _oci.MT_OCI_MANIFEST, AUTH)
     return {'amd': amd, 'arm': arm, 'index': index}
 
 

@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.ferry.airgap.plugins.module_utils._safetar import (
     CorruptTarError, UnsafeTarError, check_member, iter_members, member_reader, open_tar, safe_extract)
 
-from ._oci_fixtures import tar_bytes, write_tar
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import tar_bytes, write_tar
 
 
 def info(name, kind=tarfile.REGTYPE, linkname=''):

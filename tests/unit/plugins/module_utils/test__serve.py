@@ -13,9 +13,8 @@ import time
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
-from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import (
-    free_port, make_bundle, serving)
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, make_bundle, serving, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
 
 RUNC = 'artifacts/x86_64/runc/runc.amd64'
 
@@ -23,7 +22,7 @@ RUNC = 'artifacts/x86_64/runc/runc.amd64'
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp('bundle')
-    manifest = make_bundle(root)
+    manifest = make_bundle(root, arches=BOTH_ARCHES)
     write(os.path.join(str(root), 'secret.txt'), 'not listed in the manifest')
     os.symlink('/etc/passwd', os.path.join(str(root), 'passwd-link'))
     return str(root), manifest

@@ -5,7 +5,8 @@
 import os
 
 from ansible_collections.ferry.airgap.plugins.modules import bundle_artifact
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module, siblings, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import siblings, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 def args(tmp_path, sha, **kw):

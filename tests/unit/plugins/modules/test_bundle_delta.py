@@ -6,8 +6,9 @@ import os
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 from ansible_collections.ferry.airgap.plugins.modules import bundle_delta
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import (
-    add_blob, finish, make_bundle, run_module, siblings, tree)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
+    add_blob, finish, make_bundle, siblings, tree)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 def versions(tmp_path, keys):

@@ -7,7 +7,8 @@ import os
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 from ansible_collections.ferry.airgap.plugins.modules import bundle_digests
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import finish, make_bundle, run_module
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import finish, make_bundle
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 def test_export_and_rerun(tmp_path, capsys):

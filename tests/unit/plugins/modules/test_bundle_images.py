@@ -4,7 +4,6 @@
 """bundle_images run in-process on archives built in code."""
 
 import json
-import socket
 import tarfile
 
 import pytest
@@ -12,8 +11,9 @@ import pytest
 
 from ansible_collections.ferry.airgap.plugins.modules import bundle_images
 
-from .. import _bundle_testlib as testlib
-from ..module_utils._oci_fixtures import (
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import modules as testlib
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
     Image, digest, docker_legacy_entries, docker_new_entries, layer, oci_entries, store_files, write_tar)
 
 REF = 'registry.ferry.local/demo/web:1.0'
@@ -126,10 +126,7 @@ def test_arch_mismatch_and_bad_options(capsys, tmp_path, archives):
 
 
 def test_unreachable_registry_fails_cleanly(capsys, tmp_path):
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     source = '127.0.0.1:%d/demo/web:1.0' % port
     code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'images': [
         {'ref': REF, 'registry': {'ref': source, 'password': 'hidden-secret', 'username': 'u', 'timeout': 5}}]})

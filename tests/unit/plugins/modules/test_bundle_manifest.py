@@ -7,8 +7,8 @@ import os
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 from ansible_collections.ferry.airgap.plugins.modules import bundle_manifest
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import (
-    make_bundle, run_module, write)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import make_bundle, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 def args(root, **kw):

@@ -7,8 +7,8 @@ import os
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 from ansible_collections.ferry.airgap.plugins.modules import bundle_pack
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import (
-    finish, make_bundle, run_module, siblings, tree)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import finish, make_bundle, siblings, tree
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 def test_chunked_pack_rerun_and_unpack(tmp_path, capsys):

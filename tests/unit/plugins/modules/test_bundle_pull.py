@@ -12,8 +12,9 @@ import pytest
 from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
 from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
 from ansible_collections.ferry.airgap.plugins.modules import bundle_pull, bundle_select, bundle_serve
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module, tree
-from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import free_port, make_bundle
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, make_bundle, tree
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
 
 CONTAINERD = 'artifacts/x86_64/containerd/containerd-1.6.20-linux-amd64.tar.gz'
 RUNC = 'artifacts/x86_64/runc/runc.amd64'
@@ -23,7 +24,7 @@ RUNC = 'artifacts/x86_64/runc/runc.amd64'
 def site(tmp_path, capsys):
     """A bundle served by bundle_serve, and what bundle_select lists for an x86_64 host."""
     root = tmp_path / 'bundle'
-    manifest = make_bundle(root, big=512 * 1024)
+    manifest = make_bundle(root, arches=BOTH_ARCHES, big=512 * 1024)
     run_dir = tmp_path / 'run'
     run_dir.mkdir()
     port = free_port()

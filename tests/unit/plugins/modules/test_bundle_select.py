@@ -7,14 +7,14 @@ import os
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.modules import bundle_select
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module, tree
-from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import make_bundle
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, make_bundle, tree
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp('bundle')
-    return str(root), make_bundle(root)
+    return str(root), make_bundle(root, arches=BOTH_ARCHES)
 
 
 def test_select(bundle, capsys):

@@ -11,8 +11,9 @@ import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
 from ansible_collections.ferry.airgap.plugins.modules import bundle_serve
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module
-from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import free_port, make_bundle
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import make_bundle
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
 
 RUNC = 'artifacts/x86_64/runc/runc.amd64'
 

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from ansible_collections.ferry.airgap.plugins.modules import bundle_spec
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 SPEC = """
 name: shop

@@ -11,8 +11,9 @@ import tarfile
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
-from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import (
-    add_blob, finish, make_bundle, run_module, siblings, tree, write)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
+    add_blob, finish, make_bundle, siblings, tree, write)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
 def signed_bundle(tmp_path, keys, name='shop-1.0', key='good'):

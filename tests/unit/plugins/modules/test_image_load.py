@@ -6,7 +6,6 @@
 import os
 import shutil
 import socket
-import subprocess
 
 import pytest
 
@@ -15,14 +14,10 @@ from ansible_collections.ferry.airgap.plugins.module_utils._containerd import ST
 from ansible_collections.ferry.airgap.plugins.module_utils._oci import chain_id
 from ansible_collections.ferry.airgap.plugins.modules import image_load
 
-from .. import _bundle_testlib as testlib
-from ..module_utils import _containerd_fixtures as fixtures
-from ..module_utils._containerd_fixtures import (
-    PrivateContainerd, build_store, corrupt, have_containerd, layer, manifest_of, platform_blobs, random_layer,
-    short_tmpdir)
-
-containerd = fixtures.containerd
-namespace = fixtures.namespace
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import modules as testlib
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.containerd import (
+    have_containerd, private_containerd, resize, short_tmpdir)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import build_store, corrupt, layer_pair, manifest_of, platform_blobs, random_layer
 
 WEB = 'registry.ferry.local/demo/web:1.0'
 API = 'registry.ferry.local/demo/api:2.1'
@@ -199,7 +194,7 @@ def test_corrupt_blob_fails_and_tags_nothing(capsys, containerd, namespace, tmp_
 
 def test_corrupt_small_last_blob(capsys, containerd, namespace, tmp_path, layers):
     """The corrupt blob fits in one chunk and is the last of the stream: still nothing is tagged."""
-    bad = build_store(tmp_path / 'bad', {API: [('amd64', [layers['api'], layer({'tiny': b'1'})], None)]})
+    bad = build_store(tmp_path / 'bad', {API: [('amd64', [layers['api'], layer_pair({'tiny': b'1'})], None)]})
     last = manifest_of(bad, API, 'amd64')['layers'][-1]
     assert last['size'] < 200
     corrupt(bad, last['digest'], offset=20)
@@ -309,36 +304,21 @@ def test_host_platform_default(capsys, containerd, namespace, store):
 
 @pytest.fixture
 def small_containerd():
-    reason = have_containerd()
-    if reason:
-        pytest.skip(reason)
-    base = short_tmpdir('ferry-full-')
-    root = os.path.join(base, 'root')
-    os.mkdir(root)
-    mounted = subprocess.call(['mount', '-t', 'tmpfs', '-o', 'size=20m', 'tmpfs', root]) == 0
-    if not mounted:
-        shutil.rmtree(base)
-        pytest.skip('cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)')
-    daemon = PrivateContainerd(base, root=root)
-    try:
-        daemon.start()
+    with private_containerd('ferry-full-', tmpfs_size='20m') as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        subprocess.call(['umount', '-l', root])
-        shutil.rmtree(base, ignore_errors=True)
 
 
-def resize(daemon, size):
-    subprocess.check_call(['mount', '-o', 'remount,size=%s' % size, daemon.root])
-
-
-def test_disk_full_while_ingesting_then_rerun(capsys, small_containerd, tmp_path, layers):
+def big_store(tmp_path, layers, daemon):
+    """DB plus a WEB of three 9 MiB layers, and the module arguments loading it into ``daemon``."""
     big = build_store(tmp_path / 'big', {
         DB: [('amd64', [layers['db']], None)],
         WEB: [('amd64', [random_layer('x%d' % i, 9 * 1024 * 1024) for i in range(3)], None)],
     })
-    args = {'store': big.path, 'address': small_containerd.address, 'namespace': 'k8s.io', 'platform': 'linux/amd64'}
+    return big, {'store': big.path, 'address': daemon.address, 'namespace': 'k8s.io', 'platform': 'linux/amd64'}
+
+
+def test_disk_full_while_ingesting_then_rerun(capsys, small_containerd, tmp_path, layers):
+    big, args = big_store(tmp_path, layers, small_containerd)
     code, result = run_module(capsys, args)
     assert code == 1
     msg = result['msg']
@@ -360,11 +340,7 @@ def test_disk_full_while_ingesting_then_rerun(capsys, small_containerd, tmp_path
 def test_disk_full_while_unpacking_then_rerun(capsys, small_containerd, tmp_path, layers):
     """The content fits, its unpacked snapshots do not: the staging names go, no ref is tagged."""
     resize(small_containerd, '45m')
-    big = build_store(tmp_path / 'big', {
-        DB: [('amd64', [layers['db']], None)],
-        WEB: [('amd64', [random_layer('x%d' % i, 9 * 1024 * 1024) for i in range(3)], None)],
-    })
-    args = {'store': big.path, 'address': small_containerd.address, 'namespace': 'k8s.io', 'platform': 'linux/amd64'}
+    big, args = big_store(tmp_path, layers, small_containerd)
     code, result = run_module(capsys, args)
     assert code == 1
     assert result['msg'].startswith('disk full: containerd ran out of space writing %s/io.containerd.snapshotter.v1.'

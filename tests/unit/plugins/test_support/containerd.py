@@ -1,29 +1,22 @@
-# -*- coding: utf-8 -*-
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A private, real containerd per test session, and small OCI image stores built in code.
+"""A private, real containerd per test session (the ``containerd`` and ``namespace`` fixtures).
 
 The containerd is Debian's (1.6, package ``containerd``, pulled in by ``docker.io``): never the one
 dockerd uses. Each one gets its own root, state, sockets and opt dir under a short /tmp directory
-(a unix socket path must stay under 108 bytes); each test uses its own namespace.
+(a unix socket path must stay under 108 bytes); each test uses its own namespace. Image stores to
+load into it: test_support.images (build_store).
 """
 
-import gzip
-import hashlib
-import io
-import json
+import contextlib
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 import uuid
 
 import pytest
-
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import (
-    MT_OCI_CONFIG, MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST, ImageStore, canonical_json)
 
 CONFIG = """version = 2
 root = "{root}"
@@ -139,114 +132,44 @@ def short_tmpdir(prefix):
     return tempfile.mkdtemp(prefix=prefix, dir='/tmp')
 
 
-@pytest.fixture(scope='session')
-def containerd():
-    """A private containerd for the session (skips when it cannot run here)."""
+@contextlib.contextmanager
+def private_containerd(prefix='ferry-ctrd-', tmpfs_size=None):
+    """A started PrivateContainerd under a short /tmp directory, removed afterwards (skips when it cannot
+    run here); with ``tmpfs_size`` (e.g. '20m') its root is a tmpfs of that size (resize it with ``resize``)."""
     reason = have_containerd()
     if reason:
         pytest.skip(reason)
-    base = short_tmpdir('ferry-ctrd-')
-    daemon = PrivateContainerd(base).start()
+    base = short_tmpdir(prefix)
+    root = None
+    if tmpfs_size:
+        root = os.path.join(base, 'root')
+        os.mkdir(root)
+        if subprocess.call(['mount', '-t', 'tmpfs', '-o', 'size=%s' % tmpfs_size, 'tmpfs', root]) != 0:
+            shutil.rmtree(base)
+            pytest.skip('cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)')
+    daemon = PrivateContainerd(base, root=root)
     try:
+        daemon.start()
         yield daemon
     finally:
         daemon.stop()
+        if root:
+            subprocess.call(['umount', '-l', root])
         shutil.rmtree(base, ignore_errors=True)
+
+
+def resize(daemon, size):
+    """Resize the tmpfs root of a private_containerd(tmpfs_size=...)."""
+    subprocess.check_call(['mount', '-o', 'remount,size=%s' % size, daemon.root])
+
+
+@pytest.fixture(scope='session')
+def containerd():
+    """A private containerd for the session (skips when it cannot run here)."""
+    with private_containerd() as daemon:
+        yield daemon
 
 
 @pytest.fixture
 def namespace():
     return 'test-' + uuid.uuid4().hex[:12]
-
-
-# ---------------------------------------------------------------- image stores built in code
-
-def layer(files):
-    """(uncompressed tar, gzip) of a layer holding {path: bytes}."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755
-            tar.addfile(info, io.BytesIO(data))
-    raw = buf.getvalue()
-    return raw, gzip.compress(raw, compresslevel=1, mtime=0)
-
-
-def random_layer(name, size):
-    return layer({name: os.urandom(size)})
-
-
-def diff_id(raw):
-    return 'sha256:' + hashlib.sha256(raw).hexdigest()
-
-
-def add_manifest(store, arch, layers, variant=None):
-    """Store one image manifest (+ config, layers); returns its descriptor (with platform)."""
-    descs, diffs = [], []
-    for raw, gz in layers:
-        digest, size = store.put_bytes(gz)
-        descs.append({'mediaType': MT_OCI_LAYER_GZIP, 'digest': digest, 'size': size})
-        diffs.append(diff_id(raw))
-    config = {'architecture': arch, 'os': 'linux', 'config': {'Cmd': ['/bin/sh']},
-              'rootfs': {'type': 'layers', 'diff_ids': diffs}}
-    if variant:
-        config['variant'] = variant
-    config_digest, config_size = store.put_bytes(canonical_json(config))
-    manifest = {'schemaVersion': 2, 'mediaType': MT_OCI_MANIFEST,
-                'config': {'mediaType': MT_OCI_CONFIG, 'digest': config_digest, 'size': config_size}, 'layers': descs}
-    digest, size = store.put_bytes(canonical_json(manifest))
-    platform = {'os': 'linux', 'architecture': arch}
-    if variant:
-        platform['variant'] = variant
-    return {'mediaType': MT_OCI_MANIFEST, 'digest': digest, 'size': size, 'platform': platform}
-
-
-def build_store(path, images):
-    """An OCI layout at ``path``: images = {ref: [(arch, [layer, ...], variant), ...]}; returns the ImageStore."""
-    store = ImageStore(str(path))
-    store.init()
-    for ref, platforms in images.items():
-        store.set_ref(ref, [add_manifest(store, arch, layers, variant) for arch, layers, variant in platforms])
-    return store
-
-
-def platform_blobs(store, ref, arch):
-    """{digest: size} of the blobs ``ref`` needs for ``arch`` (computed here independently of platform_plan)."""
-    top = store.entry(ref)
-    found = {}
-    manifests = [top]
-    if top['mediaType'] == 'application/vnd.oci.image.index.v1+json':
-        found[top['digest']] = top['size']
-        manifests = [m for m in store.read_json(top['digest'])['manifests'] if m['platform']['architecture'] == arch]
-    for desc in manifests:
-        found[desc['digest']] = desc['size']
-        doc = store.read_json(desc['digest'])
-        for child in [doc['config']] + doc['layers']:
-            found[child['digest']] = child['size']
-    return found
-
-
-def corrupt(store, digest, offset=100):
-    """Flip one byte of a blob of the store (size unchanged)."""
-    path = store.blob_path(digest)
-    with open(path, 'r+b') as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 0xff]))
-
-
-def manifest_of(store, ref, arch):
-    top = store.entry(ref)
-    if top['mediaType'] != 'application/vnd.oci.image.index.v1+json':
-        return store.read_json(top['digest'])
-    for desc in store.read_json(top['digest'])['manifests']:
-        if desc['platform']['architecture'] == arch:
-            return store.read_json(desc['digest'])
-    raise KeyError(arch)
-
-
-def dumps(obj):
-    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,156 @@
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bundles built in code: the one make_bundle, manifests, keys, and a bundle server on 127.0.0.1."""
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+
+# The only module_utils imports of this file.
+from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+
+from .images import GOARCH, Image, digest, gzip_bytes, layer, put_image, store_with, write_layout
+from .net import free_port
+
+META = {'name': 'shop', 'version': '1.0', 'arches': ['x86_64'], 'created': '2024-06-01T00:00:00Z'}
+BOTH_ARCHES = ('x86_64', 'aarch64')
+K3S = b'k3s-binary-v1' * 1000
+SHARED = gzip_bytes(layer({'bin/busybox': os.urandom(200 * 1024)}))  # one base layer, in both web images
+
+
+def write(path, data):
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(str(path), 'wb') as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def add_blob(bundle, data):
+    if not isinstance(data, bytes):
+        data = json.dumps(data, sort_keys=True).encode('utf-8')
+    digest = hashlib.sha256(data).hexdigest()
+    write(os.path.join(str(bundle), B.BLOB_DIR, digest), data)
+    return 'sha256:' + digest, len(data)
+
+
+def make_oci(bundle, ref='registry.example/shop/web:1.0', layer_bytes=b'layer-bytes' * 100):
+    """A one-image OCI layout under bundle/images (a bare config); returns (manifest digest, layer digest)."""
+    image = Image(layers=[layer_bytes], config={'architecture': 'amd64', 'os': 'linux', 'rootfs': {}})
+    return write_layout(os.path.join(str(bundle), 'images'), image, ref), digest(layer_bytes)
+
+
+def artifact_name(name, arch):
+    goarch = GOARCH[arch]
+    return {'containerd': 'containerd-1.6.20-linux-%s.tar.gz' % goarch,
+            'runc': 'runc.%s' % goarch,
+            'cni-plugins': 'cni-plugins-linux-%s-v1.1.1.tgz' % goarch}[name]
+
+
+def make_bundle(root, version='1.0', app_text='replicas: 1\n', k3s=K3S, extra=None, arches=None, big=300 * 1024,
+                name='shop'):
+    """A small bundle directory, in one of two shapes.
+
+    ``arches=None`` (the bundle tests): one x86_64 k3s artifact, a noarch chart, app ``shop`` of
+    ``version`` and one OCI image; ``extra`` adds {relpath: data}. No manifest yet: returns ``root``.
+
+    ``arches=(...)`` (the distribution tests, e.g. BOTH_ARCHES): containerd/runc/cni-plugins per arch
+    (``big`` random bytes each), a noarch chart, app shop 1.0 and three images: ``demo/web:1.0`` (amd64 +
+    arm64, sharing a base layer), ``demo/pause:1.0`` (amd64 + arm64) and ``demo/tool:1.0`` (amd64 only).
+    The manifest (``name``, ``version``) is written: returns the manifest dict.
+    """
+    root = str(root)
+    if arches is None:
+        write(os.path.join(root, 'artifacts/x86_64/k3s/k3s'), k3s)
+        write(os.path.join(root, 'artifacts/noarch/charts/shop.tgz'), b'chart-' + version.encode())
+        app_version = version
+    else:
+        for arch in arches:
+            for art in ('containerd', 'runc', 'cni-plugins'):
+                write(os.path.join(root, 'artifacts', arch, art, artifact_name(art, arch)), os.urandom(big))
+        write(os.path.join(root, 'artifacts/noarch/charts/shop-1.0.tgz'), b'chart')
+        app_version = '1.0'
+    write(os.path.join(root, 'apps/shop/%s/values.yaml' % app_version), app_text)
+    write(os.path.join(root, 'apps/shop/%s/templates/deploy.yaml' % app_version), 'kind: Deployment\n')
+    write(os.path.join(root, 'install.yml'), '- hosts: all\n')
+    if arches is None:
+        make_oci(root)
+    else:
+        _distribution_images(os.path.join(root, 'images'), arches)
+    for rel, data in (extra or {}).items():
+        write(os.path.join(root, rel), data)
+    if arches is None:
+        return root
+    manifest = B.build_manifest(root, {'name': name, 'version': version, 'arches': list(arches),
+                                       'created': '2024-06-01T00:00:00Z'})
+    B.write_manifest(root, manifest)
+    return manifest
+
+
+def _distribution_images(path, arches):
+    images = {}
+    for ref, top in (('demo/web:1.0', True), ('demo/pause:1.0', False)):
+        images[ref] = []
+        for arch in arches:
+            own = gzip_bytes(layer({'app': ('%s %s' % (ref, arch)).encode()}))
+            images[ref].append(Image(arch, layers=[SHARED, own] if top else [own]))
+    store = store_with(path, images)
+    if 'x86_64' in arches:
+        store.set_ref('demo/tool:1.0', [put_image(store, Image('x86_64', layers=[layer({'tool': b'x86 only'})]))])
+    return store
+
+
+def finish(root, version='1.0', key=None):
+    """Write (and optionally sign) the manifest of ``root``; returns the manifest dict."""
+    meta = dict(META, version=version)
+    manifest = B.build_manifest(str(root), meta)
+    B.write_manifest(str(root), manifest)
+    if key:
+        B.sign(None, os.path.join(str(root), B.MANIFEST), key)
+    return manifest
+
+
+def keygen(directory, name):
+    path = os.path.join(str(directory), name)
+    subprocess.check_call(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', path])
+    return path
+
+
+def tree(root):
+    """{relpath: bytes} of every file under root."""
+    out = {}
+    for dirpath, dummy, files in os.walk(str(root)):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            with open(full, 'rb') as f:
+                out[os.path.relpath(full, str(root))] = f.read()
+    return out
+
+
+def siblings(path):
+    """Names next to ``path`` that look like Ferry temporaries."""
+    parent = os.path.dirname(str(path))
+    return [n for n in os.listdir(parent) if '.tmp-' in n]
+
+
+@contextlib.contextmanager
+def serving(root, run_dir, token='t0ken', idle_timeout=120):
+    """A daemonised bundle server on 127.0.0.1 (a free port); yields its state, stops it afterwards."""
+    state = S.start(str(root), str(run_dir), '127.0.0.1', free_port(), token, idle_timeout)
+    try:
+        yield state
+    finally:
+        S.stop(state, str(run_dir))
+
+
+def files_of(manifest, rels):
+    return [{'path': rel, 'size': manifest['files'][rel]['size'], 'sha256': manifest['files'][rel]['sha256']}
+            for rel in rels]
+
+
+def dump(obj):
+    return json.dumps(obj, sort_keys=True)
