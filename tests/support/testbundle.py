@@ -35,16 +35,14 @@ The bundle is rebuilt only when the spec's sha256 (with the signing key's) diffe
 recorded after the last successful build (<version>.spec.sha256), or with --force. The kit
 (collection tarball) inside is NOT tracked: use --force after changing the collection if a test
 looks at the kit.
-"""
-from __future__ import print_function
 
+Images, tars and gzip come from the unit tests' image builder (tests/unit/plugins/test_support/images.py).
+"""
 import argparse
 import contextlib
 import fcntl
 import functools
-import gzip
 import hashlib
-import io
 import json
 import os
 import re
@@ -57,6 +55,8 @@ import time
 import yaml
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+sys.path.insert(0, os.path.join(TOP, '.collections'))
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import images as I  # noqa: E402
 ARCHES = {'x86_64': 'amd64', 'aarch64': 'arm64'}
 PACKAGES = ('containerd', 'runc', 'containernetworking-plugins', 'busybox-static')
 IMAGE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: mtime of every image file, config "created"
@@ -65,10 +65,7 @@ APPLETS = ('sh', 'ash', 'cat', 'echo', 'env', 'grep', 'head', 'hostname', 'httpd
            'mkdir', 'ps', 'pwd', 'rm', 'sed', 'sleep', 'tail', 'test', 'touch', 'true', 'false', 'uname',
            'wc', 'wget', 'nc', 'ip', 'date', 'df', 'du', 'find', 'top')
 PAUSE_CMD = ['sh', '-c', "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
-MT_INDEX = 'application/vnd.oci.image.index.v1+json'
-MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
-MT_CONFIG = 'application/vnd.oci.image.config.v1+json'
-MT_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip'
+IMAGE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']
 
 
 def log(msg):
@@ -179,33 +176,9 @@ def upstream_version(deb_version):
 
 # ------------------------------------------------------------------ deterministic tars
 
-def _info(name, mode, mtime, kind=tarfile.REGTYPE, size=0, linkname=''):
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime, info.size, info.linkname = kind, mode, int(mtime), size, linkname
-    info.uid = info.gid = 0
-    info.uname = info.gname = 'root'
-    return info
-
-
 def tar_bytes(entries):
-    """entries: (name, kind, mode, mtime, data_or_linkname), written in the given order."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w', format=tarfile.GNU_FORMAT) as tar:
-        for name, kind, mode, mtime, payload in entries:
-            if kind == tarfile.REGTYPE:
-                tar.addfile(_info(name, mode, mtime, kind, len(payload)), io.BytesIO(payload))
-            elif kind == tarfile.SYMTYPE:
-                tar.addfile(_info(name, mode, mtime, kind, linkname=payload))
-            else:
-                tar.addfile(_info(name, mode, mtime, kind))
-    return buf.getvalue()
-
-
-def gzip_bytes(data, level=6):
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename='', fileobj=buf, mode='wb', compresslevel=level, mtime=0) as gz:
-        gz.write(data)
-    return buf.getvalue()
+    """A GNU tar (owner root) of entries: dicts {name, type, mode, mtime, data or linkname}, in the given order."""
+    return I.tar_bytes(entries, tar_format=tarfile.GNU_FORMAT, owner='root')
 
 
 def _read(path):
@@ -220,10 +193,10 @@ def files_tar_gz(out, prefix, src_dir, dir_entry=None):
     mtimes = [os.stat(os.path.join(src_dir, n)).st_mtime for n in names]
     entries = []
     if dir_entry:
-        entries.append((dir_entry, tarfile.DIRTYPE, 0o755, max(mtimes), None))
+        entries.append({'name': dir_entry, 'type': tarfile.DIRTYPE, 'mode': 0o755, 'mtime': max(mtimes)})
     for name, mtime in zip(names, mtimes):
-        entries.append((prefix + name, tarfile.REGTYPE, 0o755, mtime, _read(os.path.join(src_dir, name))))
-    write_atomic(out, gzip_bytes(tar_bytes(entries)))
+        entries.append({'name': prefix + name, 'mode': 0o755, 'mtime': mtime, 'data': _read(os.path.join(src_dir, name))})
+    write_atomic(out, I.gzip_bytes(tar_bytes(entries), level=6))
     return names
 
 
@@ -266,12 +239,10 @@ def build_artifacts(cache, versions, goarch):
 
 # ------------------------------------------------------------------ OCI images
 
-def _digest(data):
-    return 'sha256:' + hashlib.sha256(data).hexdigest()
-
-
-def _json(obj):
-    return json.dumps(obj, sort_keys=True, separators=(',', ':')).encode()
+def _entry(name, kind, mode, payload):
+    entry = {'name': name, 'type': kind, 'mode': mode, 'mtime': IMAGE_EPOCH}
+    entry['linkname' if kind == tarfile.SYMTYPE else 'data'] = payload if payload is not None else b''
+    return entry
 
 
 def busybox_layer(busybox):
@@ -283,50 +254,27 @@ def busybox_layer(busybox):
              ('root/', tarfile.DIRTYPE, 0o700, None), ('tmp/', tarfile.DIRTYPE, 0o1777, None)]
     files += [('bin/' + applet, tarfile.SYMTYPE, 0o777, 'busybox') for applet in APPLETS]
     files.sort(key=lambda e: e[0])
-    return gzip_bytes(tar_bytes([(n, k, m, IMAGE_EPOCH, p) for n, k, m, p in files]), level=9)
+    return I.gzip_bytes(tar_bytes([_entry(*f) for f in files]), level=9)
 
 
 def web_layer(text):
-    return gzip_bytes(tar_bytes([('www/', tarfile.DIRTYPE, 0o755, IMAGE_EPOCH, None),
-                                 ('www/index.html', tarfile.REGTYPE, 0o644, IMAGE_EPOCH, text.encode())]), level=9)
+    return I.gzip_bytes(tar_bytes([_entry('www/', tarfile.DIRTYPE, 0o755, None),
+                                   _entry('www/index.html', tarfile.REGTYPE, 0o644, text.encode())]), level=9)
 
 
-def image_manifest(blobs, goarch, layers, cmd, comment):
-    """Add config + manifest blobs for one platform; returns the manifest descriptor."""
-    diff_ids = [_digest(gzip.decompress(data)) for data in layers]
-    config = _json({
-        'architecture': goarch, 'os': 'linux', 'created': IMAGE_CREATED,
-        'config': {'Cmd': cmd, 'Env': ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
-                   'WorkingDir': '/'},
-        'rootfs': {'type': 'layers', 'diff_ids': diff_ids},
+def image(goarch, layers, cmd, comment):
+    """One platform of a test image (compact JSON, fixed creation time)."""
+    return I.Image(goarch, goarch=goarch, layers=layers, cmd=cmd, encode=I.compact, config_extra={
+        'created': IMAGE_CREATED, 'config': {'Env': IMAGE_ENV, 'WorkingDir': '/'},
         'history': [{'created': IMAGE_CREATED, 'comment': comment}]})
-    manifest = _json({
-        'schemaVersion': 2, 'mediaType': MT_MANIFEST,
-        'config': {'mediaType': MT_CONFIG, 'digest': _digest(config), 'size': len(config)},
-        'layers': [{'mediaType': MT_LAYER, 'digest': _digest(data), 'size': len(data)} for data in layers]})
-    for data in layers + [config, manifest]:
-        blobs[_digest(data)] = data
-    return {'mediaType': MT_MANIFEST, 'digest': _digest(manifest), 'size': len(manifest),
-            'platform': {'architecture': goarch, 'os': 'linux'}}
 
 
 def oci_archive(path, ref, per_arch):
     """Write an oci-archive of one multi-platform image. per_arch: [(goarch, layers, cmd, comment)]."""
-    blobs = {}
-    descs = [image_manifest(blobs, goarch, layers, cmd, comment) for goarch, layers, cmd, comment in per_arch]
-    index = _json({'schemaVersion': 2, 'mediaType': MT_INDEX, 'manifests': descs})
-    blobs[_digest(index)] = index
-    top = {'mediaType': MT_INDEX, 'digest': _digest(index), 'size': len(index),
-           'annotations': {'org.opencontainers.image.ref.name': ref, 'io.containerd.image.name': ref}}
-    entries = [('blobs/', tarfile.DIRTYPE, 0o755, 0, None), ('blobs/sha256/', tarfile.DIRTYPE, 0o755, 0, None)]
-    entries += [('blobs/sha256/' + d.split(':', 1)[1], tarfile.REGTYPE, 0o644, 0, blobs[d]) for d in sorted(blobs)]
-    entries += [('index.json', tarfile.REGTYPE, 0o644, 0, _json({'schemaVersion': 2, 'mediaType': MT_INDEX,
-                                                                 'manifests': [top]})),
-                ('oci-layout', tarfile.REGTYPE, 0o644, 0, b'{"imageLayoutVersion":"1.0.0"}')]
-    data = tar_bytes(entries)
+    data, index_digest = I.oci_archive_bytes([image(*platform) for platform in per_arch], ref)
     if not (os.path.exists(path) and sha256_file(path) == hashlib.sha256(data).hexdigest()):
         write_atomic(path, data)
-    return _digest(index)
+    return index_digest
 
 
 def build_images(cache, versions, release):
