@@ -2,10 +2,14 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the bench scripts share: running commands, formatting figures, and systemd test hosts."""
 
+import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'support'))  # ferry_run: running ansible-playbook, reading its JSON
+sys.path.insert(0, os.path.join(ROOT, '.collections'))
 
 MIB = 1024 * 1024
 TESTHOST_IMAGE = 'ferry-testhost:bookworm-amd64'
@@ -40,9 +44,31 @@ def ratio(a, b):
     return a / float(b) if b else float('nan')
 
 
-def json_seconds(stamp):
-    """A time stamp of the ansible.posix.json callback (2024-06-01T12:00:00.123456Z) in seconds."""
-    return datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
+def random_file(path, size):
+    """``size`` bytes of os.urandom at ``path`` (its directory made), written in 1 MiB chunks; returns ``path``."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path, 'wb') as fh:
+        for off in range(0, size, MIB):
+            fh.write(os.urandom(min(MIB, size - off)))
+    return path
+
+
+def scaled_sizes(parser, opts):
+    """(--component-mib as a list of MiB, size(MiB) -> bytes times --scale, at least 4 KiB)."""
+    components = [float(x) for x in opts.component_mib.split(',') if x.strip()]
+    if not components:
+        parser.error('--component-mib needs at least one size')
+
+    def size(x):
+        return max(4096, int(x * opts.scale * MIB))
+    return components, size
+
+
+def must(run, what):
+    """A ferry_run.Run that must have succeeded."""
+    if run.rc != 0:
+        raise SystemExit('%s failed (rc %d):\n%s' % (what, run.rc, run.tail()))
+    return run
 
 
 def start_testhost(name, volumes=()):

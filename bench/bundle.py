@@ -26,21 +26,9 @@ import tarfile
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-BIN = os.path.dirname(os.path.abspath(sys.executable))
+from _bench import MIB, ROOT, log, mib, must, random_file, ratio, run, scaled_sizes  # noqa: E402
 
-from _bench import MIB, log, mib, ratio, run  # noqa: E402
-
-
-def random_file(path, size):
-    """``size`` bytes of os.urandom, written in 1 MiB chunks."""
-    with open(path, 'wb') as f:
-        left = size
-        while left > 0:
-            n = min(MIB, left)
-            f.write(os.urandom(n))
-            left -= n
-    return path
+from ferry_run import ansible  # noqa: E402
 
 
 def tree_bytes(root):
@@ -94,16 +82,9 @@ def save_layers(archive):
     return dict(zip(config['rootfs']['diff_ids'], [sizes[name] for name in manifest[0]['Layers']]))
 
 
-def playbook(args, env=None):
-    full_env = dict(os.environ, ANSIBLE_NOCOLOR='1', PATH=BIN + os.pathsep + os.environ['PATH'])
-    full_env.update(env or {})
-    start = time.time()
-    proc = subprocess.run([os.path.join(BIN, 'ansible-playbook')] + args, cwd=ROOT, env=full_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
-    seconds = time.time() - start
-    if proc.returncode != 0:
-        raise SystemExit('bundle.yml failed:\n' + proc.stdout[-6000:])
-    return seconds
+def playbook(args):
+    """Run bundle.yml (plain output); returns its wall seconds."""
+    return must(ansible(args, callback=None, merge=True), 'bundle.yml').wall
 
 
 def write_spec(path, version, images):
@@ -149,12 +130,7 @@ def main():
     parser.add_argument('--workdir', help='parent of the temporary work directory (default: $TMPDIR)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory and docker images')
     opts = parser.parse_args()
-    components = [float(x) for x in opts.component_mib.split(',') if x.strip()]
-    if len(components) < 1:
-        parser.error('--component-mib needs at least one size')
-
-    def size(x):
-        return max(4096, int(x * opts.scale * MIB))
+    components, size = scaled_sizes(parser, opts)
 
     run(['docker', 'info', '--format', '{{.ServerVersion}}'])
     work = tempfile.mkdtemp(prefix='ferry-bench-', dir=opts.workdir)

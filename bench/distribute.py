@@ -20,33 +20,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(ROOT, '.collections'))
+from _bench import MIB, log, must, random_file, run, start_testhost, wait_booted  # noqa: E402
 
-from _bench import MIB, json_seconds, log, run, start_testhost, wait_booted  # noqa: E402
+from ferry_run import run_playbook  # noqa: E402
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
 
-BIN = os.path.dirname(os.path.abspath(sys.executable))
 PREFIX = 'ferry-bench-dist'
 BUNDLE_DIR = '/opt/ferry/bench-bundle'
 PULL_TASK = "Pull this host's files into"
-
-
-def random_bytes(size):
-    return b''.join(os.urandom(min(MIB, size - off)) for off in range(0, size, MIB))
-
-
-def random_file(path, size):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'wb') as fh:
-        for off in range(0, size, MIB):
-            fh.write(os.urandom(min(MIB, size - off)))
 
 
 def build_bundle(root, mib):
@@ -60,7 +45,7 @@ def build_bundle(root, mib):
     store.init()
     layers = []
     for pct in (15, 10):
-        data = random_bytes(total * pct // 100)
+        data = os.urandom(total * pct // 100)
         digest, size = store.put_bytes(data)
         layers.append({'mediaType': _oci.MT_OCI_LAYER, 'digest': digest, 'size': size})
     config = _oci.canonical_json({'architecture': 'amd64', 'os': 'linux', 'rootfs': {
@@ -89,25 +74,16 @@ def write_files(work, deploy, targets):
 
 
 def play(work, limit):
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json', ANSIBLE_FORKS='20')
-    argv = [os.path.join(BIN, 'ansible-playbook'), '-i', os.path.join(work, 'hosts.yml'), os.path.join(work, 'play.yml'),
-            '--limit', ','.join(limit)]
-    start = time.time()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, check=False)
-    wall = time.time() - start
-    if proc.returncode != 0:
-        raise SystemExit('ansible-playbook failed:\n%s\n%s' % (proc.stdout[-6000:], proc.stderr[-3000:]))
-    data = json.loads(proc.stdout[proc.stdout.index('{'):])
+    done = must(run_playbook(os.path.join(work, 'play.yml'), os.path.join(work, 'hosts.yml'), limit=limit,
+                             env={'ANSIBLE_FORKS': '20'}, timeout=None), 'ansible-playbook')
     pull, moved = None, {}
-    for task in data['plays'][0]['tasks']:
+    for task in done.tasks(play=0):
         if PULL_TASK in task['task']['name']:
-            duration = task['task']['duration']
             if not all(result.get('skipped') for result in task['hosts'].values()):
-                pull = json_seconds(duration['end']) - json_seconds(duration['start'])
+                pull = done.task_seconds(task)
             for host, result in task['hosts'].items():
                 moved[host] = result.get('bytes_transferred', 0) if not result.get('skipped') else 0
-    return {'wall': wall, 'pull': pull, 'moved': moved}
+    return {'wall': done.wall, 'pull': pull, 'moved': moved}
 
 
 def clean_mirrors(hosts):

@@ -42,15 +42,13 @@ import tarfile
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(ROOT, '.collections'))
-
 from _bench import (  # noqa: E402
-    MIB, TESTHOST_IMAGE, json_seconds, log, mib, quiet, ratio, run, start_testhost, wait_booted)
+    MIB, ROOT, TESTHOST_IMAGE, log, mib, must, quiet, ratio, run, scaled_sizes, start_testhost, wait_booted)
+
+from ferry_run import run_playbook  # noqa: E402
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
 
-BIN = os.path.dirname(os.path.abspath(sys.executable))
 PREFIX = 'ferry-bench-imgload'
 NAMESPACE = 'bench'
 PLATFORM = 'linux/amd64'
@@ -285,25 +283,10 @@ class Host(object):
 
 def image_load(work, host):
     """Run the playbook (ping, image_load, ping); returns (task seconds, ping seconds, playbook wall seconds, result)."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json', ANSIBLE_NOCOLOR='1',
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.collections'),
-               PATH=BIN + os.pathsep + os.environ['PATH'])
-    argv = [os.path.join(BIN, 'ansible-playbook'), '-i', os.path.join(work, 'hosts.yml'), os.path.join(work, 'play.yml')]
-    start = time.time()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, check=False)
-    wall = time.time() - start
-    if proc.returncode != 0:
-        raise SystemExit('ansible-playbook failed:\n%s\n%s' % (proc.stdout[-6000:], proc.stderr[-3000:]))
-    data = json.loads(proc.stdout[proc.stdout.index('{'):])
-    took = {}
-    result = None
-    for task in data['plays'][0]['tasks']:
-        duration = task['task']['duration']
-        took[task['task']['name']] = json_seconds(duration['end']) - json_seconds(duration['start'])
-        if task['task']['name'] == LOAD_TASK:
-            result = task['hosts'][host.name]
-    return took[LOAD_TASK], took[PING_TASK], wall, result
+    done = must(run_playbook(os.path.join(work, 'play.yml'), os.path.join(work, 'hosts.yml'), timeout=None),
+                'ansible-playbook')
+    took = dict((task['task']['name'], done.task_seconds(task)) for task in done.tasks(play=0))
+    return took[LOAD_TASK], took[PING_TASK], done.wall, done.task_results(LOAD_TASK)[host.name]
 
 
 # ---------------------------------------------------------------- main
@@ -320,12 +303,7 @@ def main():
     parser.add_argument('--workdir', help='parent of the temporary work directory (default: $TMPDIR)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory, the test host and its volume')
     opts = parser.parse_args()
-    components = [float(x) for x in opts.component_mib.split(',') if x.strip()]
-    if not components:
-        parser.error('--component-mib needs at least one size')
-
-    def size(x):
-        return max(4096, int(x * opts.scale * MIB))
+    components, size = scaled_sizes(parser, opts)
 
     run(['docker', 'info', '--format', '{{.ServerVersion}}'])
     run(['docker', 'image', 'inspect', '--format', '{{.Id}}', TESTHOST_IMAGE])

@@ -8,7 +8,6 @@ container runs.
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tarfile
 import time
@@ -17,7 +16,7 @@ import pytest
 
 PROJECT = os.environ['MOLECULE_PROJECT_DIRECTORY']
 sys.path.insert(0, os.path.join(PROJECT, 'tests', 'support'))
-from ferry_run import Run, molecule_hosts  # noqa: E402
+from ferry_run import molecule_hosts, run_playbook  # noqa: E402
 
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(PROJECT, 'tests', 'output', 'cache')
@@ -165,15 +164,8 @@ def test_container_serves_on_amd64(hosts):
 
 
 def run_upgrade(limit):
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json', ANSIBLE_NOCOLOR='1',
-               ANSIBLE_CONFIG=os.path.join(PROJECT, 'ansible.cfg'),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, '.collections'))
-    argv = ['ansible-playbook', '-i', os.environ['MOLECULE_INVENTORY_FILE'], '-l', '%s,localhost' % limit,
-            '-e', 'ferry_test_version=1.1.0',
-            os.path.join(SCENARIO, 'upgrade.yml')]
-    proc = subprocess.run(argv, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=900, check=False)
-    return Run(proc)
+    return run_playbook(os.path.join(SCENARIO, 'upgrade.yml'), os.environ['MOLECULE_INVENTORY_FILE'],
+                        {'ferry_test_version': '1.1.0'}, limit='%s,localhost' % limit)
 
 
 @pytest.mark.skipif(PINS['containerd']['old'] == PINS['containerd']['new'],

@@ -16,7 +16,7 @@ import yaml
 
 PROJECT = os.environ['MOLECULE_PROJECT_DIRECTORY']
 sys.path.insert(0, os.path.join(PROJECT, 'tests', 'support'))
-from ferry_run import molecule_hosts, run_playbook, write_inventory  # noqa: E402
+from ferry_run import ansible, molecule_hosts, run_playbook, write_inventory  # noqa: E402
 
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL = os.path.join(PROJECT, 'playbooks', 'install.yml')
@@ -192,10 +192,9 @@ def x86_only_bundle(tmp_path_factory):
     spec['signing']['key'] = os.path.join(here, spec['signing']['key'])
     (base / 'spec.yml').write_text(yaml.safe_dump(spec))
     dest = base / 'ferry-test-1.0.0-x86'
-    proc = subprocess.run(['ansible-playbook', os.path.join(PROJECT, 'playbooks', 'bundle.yml'),
-                           '-e', 'bundle_spec=%s' % (base / 'spec.yml'), '-e', 'bundle_dest=%s' % dest,
-                           '-e', 'bundle_wheels=false'], cwd=PROJECT, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    run = ansible([os.path.join(PROJECT, 'playbooks', 'bundle.yml'), '-e', 'bundle_spec=%s' % (base / 'spec.yml'),
+                   '-e', 'bundle_dest=%s' % dest, '-e', 'bundle_wheels=false'], callback=None, project=False)
+    assert run.rc == 0, run.stdout[-3000:]
     subprocess.run(['docker', 'cp', str(dest) + '/.', 'rt-amd64-a:/opt/ferry/bundles/ferry-test-1.0.0-x86'], check=True)
     return '/opt/ferry/bundles/ferry-test-1.0.0-x86'
 
