@@ -13,11 +13,12 @@ sys.path.insert(0, os.path.join(ROOT, '.collections'))
 
 MIB = 1024 * 1024
 TESTHOST_IMAGE = 'ferry-testhost:bookworm-amd64'
-# Every capability but CAP_SYS_RESOURCE, which this sandbox withholds (so no --privileged).
-CAPS = ('CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE '
-        'NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT '
-        'SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE '
-        'MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ').split()
+CAPS_FILE = os.path.join(ROOT, 'tests', 'images', 'testhost-caps.txt')  # the test hosts' capabilities
+
+
+def testhost_caps():
+    with open(CAPS_FILE) as fh:
+        return [line.strip() for line in fh if line.strip() and not line.startswith('#')]
 
 
 def log(msg):
@@ -76,7 +77,7 @@ def start_testhost(name, volumes=()):
     are extra ``-v`` specs."""
     quiet(['docker', 'rm', '-f', name])
     argv = ['docker', 'run', '-d', '--name', name, '--hostname', name, '--cap-drop', 'ALL']
-    for cap in CAPS:
+    for cap in testhost_caps():
         argv += ['--cap-add', cap]
     argv += ['--security-opt', 'seccomp=unconfined', '--security-opt', 'apparmor=unconfined', '--cgroupns', 'host',
              '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run', '--tmpfs', '/run/lock']

@@ -16,10 +16,7 @@ bundle_version=1.0.0
 bundle_on_host=/opt/ferry/bundles/ferry-test-$bundle_version
 timings=()
 hosts=(ferry-demo-x86:bookworm-amd64:k3s_server ferry-demo-arm:bookworm-arm64:k3s_agent ferry-demo-kylin:kylin-v10:standalone)
-caps=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE
-      NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT
-      SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE
-      MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ)
+mapfile -t caps < <(grep -v '^#' "$top/tests/images/testhost-caps.txt" | grep .)  # the test hosts' capabilities
 
 step() {  # step NAME COMMAND...: run and print its duration
   local name=$1 start; shift
