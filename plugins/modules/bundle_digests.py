@@ -71,8 +71,10 @@ digests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
-    BundleError, atomic_write, digest_inventory, dumps)
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import digest_inventory
 
 
 def main():
@@ -86,9 +88,9 @@ def main():
     p = module.params
     try:
         inventory = digest_inventory(p['path'])
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
-    raw = dumps(inventory)
+    raw = pretty_json(inventory)
     try:
         with open(p['dest'], 'rb') as f:
             old = f.read()

@@ -173,7 +173,8 @@ bytes_skipped:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import ImageStore, sync_images
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
 
 ARCHES = ['x86_64', 'aarch64']
 

@@ -108,8 +108,12 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
-    MANIFEST, SIGNATURE, BundleError, atomic_write, build_manifest, dumps, sha256_bytes, sign_bytes, utc_now, read_bytes)
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json, sha256_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write, read_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    MANIFEST, SIGNATURE, BundleError, utc_now)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign_bytes
 
 
 def _old_created(raw):
@@ -145,11 +149,11 @@ def main():
         manifest = build_manifest(p['path'], meta)
         if not p['created']:
             manifest['created'] = _old_created(old_raw)
-            if manifest['created'] is None or dumps(manifest) != old_raw:
+            if manifest['created'] is None or pretty_json(manifest) != old_raw:
                 manifest['created'] = utc_now()
-        raw = dumps(manifest)
+        raw = pretty_json(manifest)
         sig = sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
 
     manifest_changed = raw != old_raw

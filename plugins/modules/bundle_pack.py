@@ -73,7 +73,9 @@ parts:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import BundleError, pack
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
 
 
 def main():
@@ -96,7 +98,7 @@ def main():
             module.fail_json(msg='chunk_size must be positive, got %r' % p['chunk_size'])
     try:
         result = pack(p['path'], p['dest'], chunk_size=chunk_size, check_mode=module.check_mode)
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
     except (IOError, OSError) as e:
         module.fail_json(msg='cannot pack %s into %s: %s' % (p['path'], p['dest'], e))

@@ -126,7 +126,8 @@ apps:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.select import select
 
 
 def main():
@@ -142,8 +143,8 @@ def main():
     )
     p = module.params
     try:
-        result = D.select(p['path'], p['arch'], p['artifacts'], p['images'], p['apps'])
-    except D.DistributeError as exc:
+        result = select(p['path'], p['arch'], p['artifacts'], p['images'], p['apps'])
+    except DistributeError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, **result)
 

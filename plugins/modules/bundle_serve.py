@@ -109,7 +109,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 
 _TOKEN_RE = re.compile(r'^[A-Za-z0-9._-]+$')
 

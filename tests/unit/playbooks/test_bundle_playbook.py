@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 
 from ..plugins._bundle_testlib import META, add_blob, write as write_file
 from ..plugins.module_utils._oci_fixtures import Image, digest, docker_legacy_entries, layer, write_tar
@@ -252,8 +253,8 @@ def test_real_image_config_verifies(tmp_path):
     write_file(os.path.join(root, 'images', 'index.json'), json.dumps({'schemaVersion': 2, 'manifests': [{
         'mediaType': 'application/vnd.oci.image.manifest.v1+json', 'digest': man_d, 'size': man_n,
         'annotations': {'org.opencontainers.image.ref.name': REF}}]}))
-    manifest = B.build_manifest(root, dict(META))
-    assert B.verify_bundle(root, manifest) == []
+    manifest = build_manifest(root, dict(META))
+    assert verify_bundle(root, manifest) == []
 
 
 # --------------------------------------------------------------------------- deltas

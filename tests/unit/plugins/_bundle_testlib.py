@@ -12,7 +12,9 @@ import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest, write_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 
 
 def write(path, data):
@@ -28,7 +30,7 @@ def add_blob(bundle, data):
     if not isinstance(data, bytes):
         data = json.dumps(data, sort_keys=True).encode('utf-8')
     digest = hashlib.sha256(data).hexdigest()
-    write(os.path.join(str(bundle), B.BLOB_DIR, digest), data)
+    write(os.path.join(str(bundle), BLOB_DIR, digest), data)
     return 'sha256:' + digest, len(data)
 
 
@@ -68,10 +70,10 @@ META = {'name': 'shop', 'version': '1.0', 'arches': ['x86_64'], 'created': '2024
 def finish(root, version='1.0', key=None):
     """Write (and optionally sign) the manifest of ``root``; returns the manifest dict."""
     meta = dict(META, version=version)
-    manifest = B.build_manifest(str(root), meta)
-    B.write_manifest(str(root), manifest)
+    manifest = build_manifest(str(root), meta)
+    write_manifest(str(root), manifest)
     if key:
-        B.sign(None, os.path.join(str(root), B.MANIFEST), key)
+        sign(None, os.path.join(str(root), MANIFEST), key)
     return manifest
 
 

@@ -8,9 +8,10 @@ import json
 import os
 import socket
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
-from ansible_collections.ferry.airgap.plugins.module_utils import _oci
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest, write_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_MANIFEST
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import write
 from ansible_collections.ferry.airgap.tests.unit.plugins.module_utils._oci_fixtures import Image, gzip_bytes, layer
 
@@ -30,7 +31,7 @@ def _put_image(store, image):
         store.put_bytes(data)
     store.put_bytes(image.config)
     digest, size = store.put_bytes(image.manifest())
-    return {'mediaType': _oci.MT_OCI_MANIFEST, 'digest': digest, 'size': size,
+    return {'mediaType': MT_OCI_MANIFEST, 'digest': digest, 'size': size,
             'platform': {'os': 'linux', 'architecture': GOARCH[image.arch]}}
 
 
@@ -48,7 +49,7 @@ def make_bundle(root, arches=('x86_64', 'aarch64'), big=300 * 1024, name='shop',
     write(os.path.join(root, 'apps/shop/1.0/values.yaml'), 'replicas: 1\n')
     write(os.path.join(root, 'apps/shop/1.0/templates/deploy.yaml'), 'kind: Deployment\n')
     write(os.path.join(root, 'install.yml'), '- hosts: all\n')
-    store = _oci.ImageStore(os.path.join(root, 'images'))
+    store = ImageStore(os.path.join(root, 'images'))
     store.init()
     for ref, top in (('demo/web:1.0', True), ('demo/pause:1.0', False)):
         descs = []
@@ -58,9 +59,9 @@ def make_bundle(root, arches=('x86_64', 'aarch64'), big=300 * 1024, name='shop',
         store.set_ref(ref, descs)
     if 'x86_64' in arches:
         store.set_ref('demo/tool:1.0', [_put_image(store, Image('x86_64', layers=[layer({'tool': b'x86 only'})]))])
-    manifest = B.build_manifest(root, {'name': name, 'version': version, 'arches': list(arches),
+    manifest = build_manifest(root, {'name': name, 'version': version, 'arches': list(arches),
                                        'created': '2024-06-01T00:00:00Z'})
-    B.write_manifest(root, manifest)
+    write_manifest(root, manifest)
     return manifest
 
 

@@ -22,8 +22,9 @@ import uuid
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import (
-    MT_OCI_CONFIG, MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST, ImageStore, canonical_json)
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import canonical_json
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 
 CONFIG = """version = 2
 root = "{root}"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import (
     free_port, make_bundle, serving)
 from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import write

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.plugins.modules import bundle_serve
 from ansible_collections.ferry.airgap.tests.unit.plugins._bundle_testlib import run_module
 from ansible_collections.ferry.airgap.tests.unit.plugins._distribute_testlib import free_port, make_bundle
