@@ -41,13 +41,14 @@ options:
     description: Signature namespace.
     type: str
     default: ferry-bundle
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports whether the delta would be (re)written and what it would ship; writes nothing.
+    details: Reports whether the delta would be (re)written and what it would ship; writes nothing.
   diff_mode:
     support: none
-    description: Nothing to diff.
 """
 
 EXAMPLES = r"""

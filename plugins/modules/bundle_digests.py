@@ -25,13 +25,15 @@ options:
     description: Inventory file to write.
     type: path
     required: true
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports whether the inventory would change; writes nothing.
+    details: Reports whether the inventory would change; writes nothing.
   diff_mode:
     support: none
-    description: The inventory is a list of hashes; it is not diffed.
+    details: The inventory is a list of hashes; it is not diffed.
 """
 
 EXAMPLES = r"""

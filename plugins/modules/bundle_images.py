@@ -95,14 +95,16 @@ options:
     type: str
     choices: [present]
     default: present
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Reads the sources (registry manifests, archive members) and reports which refs would be
+    details: Reads the sources (registry manifests, archive members) and reports which refs would be
       added or updated and how many bytes would be written; writes nothing.
   diff_mode:
     support: full
-    description: Shows the store's ref to digest mapping before and after.
+    details: Shows the store's ref to digest mapping before and after.
 notes:
   - Only the Python standard library is used; registries are reached with C(urllib).
 """

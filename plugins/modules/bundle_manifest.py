@@ -55,13 +55,15 @@ options:
     description: Signature namespace.
     type: str
     default: ferry-bundle
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Hashes and reports whether the manifest or signature would change; writes nothing.
+    details: Hashes and reports whether the manifest or signature would change; writes nothing.
   diff_mode:
     support: none
-    description: The manifest can list many thousands of files; it is not diffed.
+    details: The manifest can list many thousands of files; it is not diffed.
 """
 
 EXAMPLES = r"""

@@ -29,13 +29,15 @@ options:
     description:
       - Maximum size of each chunk, in bytes or with a unit (C(4000M), C(4G)). Omit for a single tar.
     type: str
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Computes the tar's sha256 without writing it and reports whether it would change.
+    details: Computes the tar's sha256 without writing it and reports whether it would change.
   diff_mode:
     support: none
-    description: Binary output is not diffed.
+    details: Binary output is not diffed.
 """
 
 EXAMPLES = r"""

@@ -70,16 +70,17 @@ options:
         stale C(.part) files). Files elsewhere in O(dest) are never removed.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details:
       - Files at O(dest) are read (and hashed when their stamp does not hold) to tell what would be fetched;
         nothing is written and the server is not contacted.
   diff_mode:
     support: none
-    description: RV(fetched) and RV(pruned) tell what changed.
+    details: RV(fetched) and RV(pruned) tell what changed.
 seealso:
   - module: ferry.airgap.bundle_select
   - module: ferry.airgap.bundle_serve

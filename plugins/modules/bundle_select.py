@@ -51,13 +51,9 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  check_mode:
-    support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
-  diff_mode:
-    support: none
-    description: Nothing changes, nothing to diff.
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.read_only
 seealso:
   - module: ferry.airgap.bundle_serve
   - module: ferry.airgap.bundle_pull

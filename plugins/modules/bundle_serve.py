@@ -59,13 +59,13 @@ options:
     description: Directory for the state file and pidfile.
     type: path
     default: /run
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
   diff_mode:
     support: none
-    description: Nothing to diff.
 seealso:
   - module: ferry.airgap.bundle_select
   - module: ferry.airgap.bundle_pull

@@ -70,17 +70,17 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: partial
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details:
       - A bundle directory is fully verified in check mode (it is only read).
       - A tar or a delta to reconstruct is not unpacked in check mode; only the chunk list of a tar, or the
         signature of a delta, is checked and C(changed) tells whether O(dest) would be written.
   diff_mode:
     support: none
-    description: Nothing to diff.
 """
 
 EXAMPLES = r"""
