@@ -32,17 +32,10 @@ options:
     description: The delta directory to write.
     type: path
     required: true
-  key:
-    description:
-      - Private OpenSSH key to sign the delta manifest with. Without it the delta is unsigned and a site
-        requiring signatures will refuse it.
-    type: path
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.signing
+  - ferry.airgap.signing.sign
 attributes:
   check_mode:
     support: full

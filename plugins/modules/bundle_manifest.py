@@ -46,17 +46,10 @@ options:
         of the bundle describes.
     type: list
     elements: dict
-  key:
-    description:
-      - Private OpenSSH key to sign with (unencrypted; ed25519 recommended because its signatures are
-        deterministic, which keeps re-runs unchanged).
-    type: path
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.signing
+  - ferry.airgap.signing.sign
 attributes:
   check_mode:
     support: full

@@ -31,18 +31,6 @@ options:
     description: Bundle directory, bundle tar, first chunk of a chunked tar, or its C(.parts.json).
     type: path
     required: true
-  allowed_signers:
-    description: OpenSSH allowed_signers file listing the keys trusted to sign bundles.
-    type: path
-  identity:
-    description:
-      - Principal in O(allowed_signers) the signature must belong to. When omitted, the principal is
-        looked up from the signature with C(ssh-keygen -Y find-principals).
-    type: str
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
   require_signature:
     description:
       - Fail unless C(manifest.json.sig) verifies against O(allowed_signers).
@@ -72,6 +60,8 @@ options:
     default: []
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.signing
+  - ferry.airgap.signing.verify
 attributes:
   check_mode:
     support: partial
