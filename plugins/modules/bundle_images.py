@@ -79,16 +79,11 @@ options:
         description:
           - Architecture of this image. For a single-platform archive, the archive's platform must be this one.
             For a multi-platform source, only this platform is kept.
-          - When omitted, O(arches) applies.
+          - When omitted, the platforms of O(arches) are kept from registries and multi-platform archives (each
+            must be present in the image), and a single-platform archive must be one of them.
         type: str
         choices: [x86_64, aarch64]
   arches:
-    description:
-      - Platforms to keep from registries and multi-platform archives; each must be present in the image.
-      - A single-platform archive must be one of them.
-    type: list
-    elements: str
-    choices: [x86_64, aarch64]
     default: [x86_64, aarch64]
   state:
     description: Only V(present) is supported; refs not listed are left alone.
@@ -97,6 +92,7 @@ options:
     default: present
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.arches
 attributes:
   check_mode:
     support: full

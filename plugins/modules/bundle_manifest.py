@@ -30,11 +30,7 @@ options:
     type: str
     required: true
   arches:
-    description: Architectures the bundle serves.
-    type: list
-    elements: str
     required: true
-    choices: [x86_64, aarch64]
   created:
     description:
       - Creation time to record (C(YYYY-MM-DDTHH:MM:SSZ)). Defaults to the existing manifest's value when
@@ -48,6 +44,7 @@ options:
     elements: dict
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.arches
   - ferry.airgap.signing
   - ferry.airgap.signing.sign
 attributes:

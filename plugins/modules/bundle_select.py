@@ -29,10 +29,7 @@ options:
     type: path
     required: true
   arch:
-    description: The host's CPU architecture.
-    type: str
     required: true
-    choices: [x86_64, aarch64]
   artifacts:
     description: Names of the artifacts the host needs (C(artifacts/<arch>/<name>/<file>) in the bundle).
     type: list
@@ -54,6 +51,7 @@ options:
 extends_documentation_fragment:
   - ferry.airgap.attributes
   - ferry.airgap.attributes.read_only
+  - ferry.airgap.arches.arch
 seealso:
   - module: ferry.airgap.bundle_serve
   - module: ferry.airgap.bundle_pull
