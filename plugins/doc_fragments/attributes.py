@@ -5,7 +5,8 @@
 
 A module extends ``ferry.airgap.attributes`` and states only its own ``support``
 (and, where it has something to say, ``details``). ``READ_ONLY`` is the whole
-check/diff story of a module that never changes anything.
+check/diff story of a module that never changes anything; ``ATOMIC_WRITE`` says how
+the modules that write bundle files put them in place.
 """
 
 
@@ -31,4 +32,13 @@ attributes:
   diff_mode:
     support: none
     details: Nothing changes, so there is nothing to diff.
+"""
+
+    ATOMIC_WRITE = r"""
+attributes:
+  atomic_write:
+    description:
+      - Writes its output under a temporary name next to the destination and renames it into place, so an
+        interrupted run leaves the old content or the new, never a half-written file.
+    support: full
 """

@@ -50,6 +50,7 @@ options:
     default: true
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full

@@ -16,8 +16,7 @@ description:
     inventory file the site exported with M(ferry.airgap.bundle_digests).
   - At the site, M(ferry.airgap.bundle_verify) with O(ferry.airgap.bundle_verify#module:base) reconstructs
     and verifies the full bundle.
-  - Reports a change only when O(dest) does not already hold this exact delta intact. Built under a
-    temporary sibling name and renamed into place.
+  - Reports a change only when O(dest) does not already hold this exact delta intact.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -34,6 +33,7 @@ options:
     required: true
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
   - ferry.airgap.signing
   - ferry.airgap.signing.sign
 attributes:

@@ -14,7 +14,6 @@ description:
   - Reports a change only when the manifest or signature content differs from what is on disk. When
     only the creation time would differ, the existing C(created) is kept.
   - Without O(key), a signature left from an earlier manifest is removed when the manifest changes.
-  - Files are written under a temporary sibling name and renamed into place.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -44,6 +43,7 @@ options:
     elements: dict
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
   - ferry.airgap.arches
   - ferry.airgap.signing
   - ferry.airgap.signing.sign

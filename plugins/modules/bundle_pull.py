@@ -69,6 +69,7 @@ options:
     default: false
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full

@@ -24,7 +24,7 @@ description:
     exactly the listed files.
   - Fails listing every problem found.
   - Reports a change only when it unpacked or reconstructed into O(dest) something that was not already
-    there; files are written under a temporary sibling name and renamed into place only once verified.
+    there.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -60,6 +60,7 @@ options:
     default: []
 extends_documentation_fragment:
   - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
   - ferry.airgap.signing
   - ferry.airgap.signing.verify
 attributes:
@@ -71,6 +72,8 @@ attributes:
         signature of a delta, is checked and C(changed) tells whether O(dest) would be written.
   diff_mode:
     support: none
+  atomic_write:
+    details: Files reach O(dest) only once they are verified.
 """
 
 EXAMPLES = r"""
