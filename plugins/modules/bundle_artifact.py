@@ -48,13 +48,16 @@ options:
     description: Verify HTTPS certificates.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Reports whether the artifact would be fetched; downloads nothing.
+    details: Reports whether the artifact would be fetched; downloads nothing.
   diff_mode:
     support: none
-    description: Binary artifacts are not diffed.
+    details: Binary artifacts are not diffed.
 """
 
 EXAMPLES = r"""

@@ -16,8 +16,7 @@ description:
     inventory file the site exported with M(ferry.airgap.bundle_digests).
   - At the site, M(ferry.airgap.bundle_verify) with O(ferry.airgap.bundle_verify#module:base) reconstructs
     and verifies the full bundle.
-  - Reports a change only when O(dest) does not already hold this exact delta intact. Built under a
-    temporary sibling name and renamed into place.
+  - Reports a change only when O(dest) does not already hold this exact delta intact.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -32,22 +31,17 @@ options:
     description: The delta directory to write.
     type: path
     required: true
-  key:
-    description:
-      - Private OpenSSH key to sign the delta manifest with. Without it the delta is unsigned and a site
-        requiring signatures will refuse it.
-    type: path
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
+  - ferry.airgap.signing
+  - ferry.airgap.signing.sign
 attributes:
   check_mode:
     support: full
-    description: Reports whether the delta would be (re)written and what it would ship; writes nothing.
+    details: Reports whether the delta would be (re)written and what it would ship; writes nothing.
   diff_mode:
     support: none
-    description: Nothing to diff.
 """
 
 EXAMPLES = r"""

@@ -14,7 +14,7 @@ description:
   - With O(chunk_size), splits it into C(<dest>.000), C(<dest>.001), ... and writes C(<dest>.parts.json)
     listing each chunk's size and sha256 (written last, so a half-written set is never listed).
   - Reports a change only when the tar bytes differ from what is already there (an unchanged bundle packs
-    to the same bytes). Written under a temporary sibling name and renamed into place.
+    to the same bytes).
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -29,13 +29,16 @@ options:
     description:
       - Maximum size of each chunk, in bytes or with a unit (C(4000M), C(4G)). Omit for a single tar.
     type: str
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Computes the tar's sha256 without writing it and reports whether it would change.
+    details: Computes the tar's sha256 without writing it and reports whether it would change.
   diff_mode:
     support: none
-    description: Binary output is not diffed.
+    details: Binary output is not diffed.
 """
 
 EXAMPLES = r"""

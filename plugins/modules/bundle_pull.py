@@ -3,9 +3,6 @@
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: bundle_pull
@@ -70,16 +67,18 @@ options:
         stale C(.part) files). Files elsewhere in O(dest) are never removed.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details:
       - Files at O(dest) are read (and hashed when their stamp does not hold) to tell what would be fetched;
         nothing is written and the server is not contacted.
   diff_mode:
     support: none
-    description: RV(fetched) and RV(pruned) tell what changed.
+    details: RV(fetched) and RV(pruned) tell what changed.
 seealso:
   - module: ferry.airgap.bundle_select
   - module: ferry.airgap.bundle_serve

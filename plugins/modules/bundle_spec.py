@@ -27,13 +27,9 @@ options:
       - The spec already parsed, for example with C(lookup('ansible.builtin.file', 'bundle.yml') | from_yaml).
       - Relative local paths in it are kept relative to the task's working directory.
     type: dict
-attributes:
-  check_mode:
-    support: full
-    description: Runs unchanged in check mode; it only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.read_only
 """
 
 EXAMPLES = r"""

@@ -24,25 +24,13 @@ description:
     exactly the listed files.
   - Fails listing every problem found.
   - Reports a change only when it unpacked or reconstructed into O(dest) something that was not already
-    there; files are written under a temporary sibling name and renamed into place only once verified.
+    there.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
     description: Bundle directory, bundle tar, first chunk of a chunked tar, or its C(.parts.json).
     type: path
     required: true
-  allowed_signers:
-    description: OpenSSH allowed_signers file listing the keys trusted to sign bundles.
-    type: path
-  identity:
-    description:
-      - Principal in O(allowed_signers) the signature must belong to. When omitted, the principal is
-        looked up from the signature with C(ssh-keygen -Y find-principals).
-    type: str
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
   require_signature:
     description:
       - Fail unless C(manifest.json.sig) verifies against O(allowed_signers).
@@ -70,17 +58,22 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
+  - ferry.airgap.signing
+  - ferry.airgap.signing.verify
 attributes:
   check_mode:
     support: partial
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details:
       - A bundle directory is fully verified in check mode (it is only read).
       - A tar or a delta to reconstruct is not unpacked in check mode; only the chunk list of a tar, or the
         signature of a delta, is checked and C(changed) tells whether O(dest) would be written.
   diff_mode:
     support: none
-    description: Nothing to diff.
+  atomic_write:
+    details: Files reach O(dest) only once they are verified.
 """
 
 EXAMPLES = r"""

@@ -72,15 +72,17 @@ options:
     description:
       - Snapshotter to unpack into (the one containerd's CRI plugin uses). Default, ctr's (C(overlayfs)).
     type: str
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details: containerd is only read (images, content, snapshots); RV(loaded) and RV(bytes_moved) tell what would happen.
   diff_mode:
     support: full
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     details: The image list of the namespace (one C(ref@digest) line per image) before and after.
+  platform:
+    platforms: linux
 notes:
   - Needs C(ctr) from containerd 1.6 or later and the right to use the socket (root).
   - The store of a host may hold blobs for its platform only; the refs to load must have theirs.
