@@ -26,8 +26,10 @@ from _bench import MIB, log, must, random_file, run, start_testhost, wait_booted
 
 from ferry_run import run_playbook  # noqa: E402
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B  # noqa: E402
-from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest, write_manifest  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import canonical_json  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore  # noqa: E402
 
 PREFIX = 'ferry-bench-dist'
 BUNDLE_DIR = '/opt/ferry/bench-bundle'
@@ -41,23 +43,23 @@ def build_bundle(root, mib):
              'cni-plugins/cni-plugins-linux-amd64-v1.1.1.tgz': 20}
     for rel, pct in sizes.items():
         random_file(os.path.join(root, 'artifacts', 'x86_64', rel), total * pct // 100)
-    store = _oci.ImageStore(os.path.join(root, 'images'))
+    store = ImageStore(os.path.join(root, 'images'))
     store.init()
     layers = []
     for pct in (15, 10):
         data = os.urandom(total * pct // 100)
         digest, size = store.put_bytes(data)
-        layers.append({'mediaType': _oci.MT_OCI_LAYER, 'digest': digest, 'size': size})
-    config = _oci.canonical_json({'architecture': 'amd64', 'os': 'linux', 'rootfs': {
+        layers.append({'mediaType': MT_OCI_LAYER, 'digest': digest, 'size': size})
+    config = canonical_json({'architecture': 'amd64', 'os': 'linux', 'rootfs': {
         'type': 'layers', 'diff_ids': [layer['digest'] for layer in layers]}})
     cdigest, csize = store.put_bytes(config)
-    manifest = _oci.canonical_json({'schemaVersion': 2, 'mediaType': _oci.MT_OCI_MANIFEST, 'layers': layers,
-                                    'config': {'mediaType': _oci.MT_OCI_CONFIG, 'digest': cdigest, 'size': csize}})
+    manifest = canonical_json({'schemaVersion': 2, 'mediaType': MT_OCI_MANIFEST, 'layers': layers,
+                               'config': {'mediaType': MT_OCI_CONFIG, 'digest': cdigest, 'size': csize}})
     mdigest, msize = store.put_bytes(manifest)
-    store.set_ref('bench/app:1.0', [{'mediaType': _oci.MT_OCI_MANIFEST, 'digest': mdigest, 'size': msize,
+    store.set_ref('bench/app:1.0', [{'mediaType': MT_OCI_MANIFEST, 'digest': mdigest, 'size': msize,
                                      'platform': {'os': 'linux', 'architecture': 'amd64'}}])
-    manifest = B.build_manifest(root, {'name': 'bench', 'version': '1.0', 'arches': ['x86_64']})
-    B.write_manifest(root, manifest)
+    manifest = build_manifest(root, {'name': 'bench', 'version': '1.0', 'arches': ['x86_64']})
+    write_manifest(root, manifest)
     return sum(entry['size'] for entry in manifest['files'].values())
 
 

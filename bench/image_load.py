@@ -47,7 +47,9 @@ from _bench import (  # noqa: E402
 
 from ferry_run import run_playbook  # noqa: E402
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _oci  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import canonical_json  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER, MT_OCI_MANIFEST  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore  # noqa: E402
 
 PREFIX = 'ferry-bench-imgload'
 NAMESPACE = 'bench'
@@ -126,7 +128,7 @@ def build_images(work, base_size, component_sizes):
 
     Returns [(ref, top digest, tar path, {digest: size} of its blobs)].
     """
-    store = _oci.ImageStore(os.path.join(work, 'store'))
+    store = ImageStore(os.path.join(work, 'store'))
     store.init()
     os.makedirs(os.path.join(work, 'tars'))
     base = write_layer(store.blob_dir, 'opt/java/lib/modules', base_size)
@@ -135,16 +137,16 @@ def build_images(work, base_size, component_sizes):
         ref = 'registry.bench.local/shop/comp%d:1.0' % i
         layer = write_layer(store.blob_dir, 'opt/comp%d/app.jar' % i, size)
         layers = [base, layer]
-        config = _oci.canonical_json({
+        config = canonical_json({
             'architecture': 'amd64', 'os': 'linux', 'created': '2024-01-01T00:00:00Z',
             'config': {'Cmd': ['/opt/java/bin/java', '-jar', '/opt/comp%d/app.jar' % i]},
             'rootfs': {'type': 'layers', 'diff_ids': [d for d, dummy in layers]}})  # uncompressed: diff_id = digest
-        config_desc = dict(zip(('digest', 'size'), store.put_bytes(config)), mediaType=_oci.MT_OCI_CONFIG)
-        manifest = _oci.canonical_json({
-            'schemaVersion': 2, 'mediaType': _oci.MT_OCI_MANIFEST, 'config': config_desc,
-            'layers': [{'mediaType': _oci.MT_OCI_LAYER, 'digest': d, 'size': n} for d, n in layers]})
+        config_desc = dict(zip(('digest', 'size'), store.put_bytes(config)), mediaType=MT_OCI_CONFIG)
+        manifest = canonical_json({
+            'schemaVersion': 2, 'mediaType': MT_OCI_MANIFEST, 'config': config_desc,
+            'layers': [{'mediaType': MT_OCI_LAYER, 'digest': d, 'size': n} for d, n in layers]})
         digest, msize = store.put_bytes(manifest)
-        desc = {'mediaType': _oci.MT_OCI_MANIFEST, 'digest': digest, 'size': msize,
+        desc = {'mediaType': MT_OCI_MANIFEST, 'digest': digest, 'size': msize,
                 'platform': {'os': 'linux', 'architecture': 'amd64'}}
         store.set_ref(ref, [desc])
         blobs = dict([(digest, msize), (config_desc['digest'], config_desc['size'])] + layers)
@@ -157,10 +159,10 @@ def build_images(work, base_size, component_sizes):
 
 def write_archive(store, path, tops, blobs):
     """An oci-archive: oci-layout, index.json listing ``tops`` and the ``blobs`` (a per-image tar has its base layer)."""
-    index = _oci.canonical_json({'schemaVersion': 2, 'mediaType': _oci.MT_OCI_INDEX, 'manifests': tops})
+    index = canonical_json({'schemaVersion': 2, 'mediaType': MT_OCI_INDEX, 'manifests': tops})
     with tarfile.open(path, 'w', format=tarfile.PAX_FORMAT) as tar:
         tar.copybufsize = MIB
-        for name, data in (('oci-layout', _oci.canonical_json({'imageLayoutVersion': '1.0.0'})), ('index.json', index)):
+        for name, data in (('oci-layout', canonical_json({'imageLayoutVersion': '1.0.0'})), ('index.json', index)):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 1704067200
             tar.addfile(info, _BytesReader(data))

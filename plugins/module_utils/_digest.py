@@ -8,6 +8,7 @@ A leaf: standard library only, no Ferry imports.
 
 import hashlib
 import json
+import os
 import re
 
 BUF_SIZE = 1024 * 1024
@@ -52,6 +53,20 @@ def sha256_file(path, progress=None):
     """``(hexdigest, size)`` of the file at ``path``."""
     with open(path, 'rb') as handle:
         return sha256_stream(handle, progress)
+
+
+def file_mismatch(path, size, sha256, progress=None):
+    """None when the file at ``path`` has ``size`` bytes and sha256 ``sha256``, else ``(what, actual)``.
+
+    ``what`` is ``'size'`` (the file is not hashed then) or ``'sha256'``.
+    """
+    actual_size = os.path.getsize(path)
+    if actual_size != size:
+        return 'size', actual_size
+    actual, dummy = sha256_file(path, progress)
+    if actual != sha256:
+        return 'sha256', actual
+    return None
 
 
 def split_digest(digest):

@@ -9,8 +9,6 @@ fifos are refused with :class:`UnsafeTarError`; truncated or corrupt archives
 raise :class:`CorruptTarError` (a ``ValueError``) naming the file.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import os
 import posixpath

@@ -48,13 +48,16 @@ options:
     description: Verify HTTPS certificates.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Reports whether the artifact would be fetched; downloads nothing.
+    details: Reports whether the artifact would be fetched; downloads nothing.
   diff_mode:
     support: none
-    description: Binary artifacts are not diffed.
+    details: Binary artifacts are not diffed.
 """
 
 EXAMPLES = r"""
@@ -92,8 +95,10 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
-    BundleError, SAFE_NAME_RE, artifact_path, fetch_artifact, file_name_of)
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import SAFE_NAME_RE, BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.fetch import artifact_path, fetch_artifact
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import file_name_of
 
 
 def main():
@@ -128,7 +133,7 @@ def main():
     try:
         result = fetch_artifact(p['src'], sha, artifact_path(p['path'], p['arch'], p['name'], dest),
                                 opener=opener, timeout=p['timeout'], check_mode=module.check_mode)
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
     module.exit_json(**result)
 

@@ -16,8 +16,7 @@ description:
     inventory file the site exported with M(ferry.airgap.bundle_digests).
   - At the site, M(ferry.airgap.bundle_verify) with O(ferry.airgap.bundle_verify#module:base) reconstructs
     and verifies the full bundle.
-  - Reports a change only when O(dest) does not already hold this exact delta intact. Built under a
-    temporary sibling name and renamed into place.
+  - Reports a change only when O(dest) does not already hold this exact delta intact.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -32,22 +31,17 @@ options:
     description: The delta directory to write.
     type: path
     required: true
-  key:
-    description:
-      - Private OpenSSH key to sign the delta manifest with. Without it the delta is unsigned and a site
-        requiring signatures will refuse it.
-    type: path
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
+  - ferry.airgap.signing
+  - ferry.airgap.signing.sign
 attributes:
   check_mode:
     support: full
-    description: Reports whether the delta would be (re)written and what it would ship; writes nothing.
+    details: Reports whether the delta would be (re)written and what it would ship; writes nothing.
   diff_mode:
     support: none
-    description: Nothing to diff.
 """
 
 EXAMPLES = r"""
@@ -102,7 +96,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write, read_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE, BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import (
+    build_delta, delta_manifest, digest_inventory)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 
 
 def main():
@@ -118,11 +119,11 @@ def main():
     )
     p = module.params
     try:
-        inventory = B.digest_inventory(p['base'])
-        new_manifest, _raw = B.read_manifest(p['path'])
-        manifest = B.delta_manifest(new_manifest, inventory)
-        raw = B.dumps(manifest)
-        sig = B.sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
+        inventory = digest_inventory(p['base'])
+        new_manifest, _raw = read_manifest(p['path'])
+        manifest = delta_manifest(new_manifest, inventory)
+        raw = pretty_json(manifest)
+        sig = sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
         files = manifest['files']
         result = dict(
             changed=True, dest=p['dest'], files_total=len(files),
@@ -131,16 +132,16 @@ def main():
             bytes_shipped=sum(files[rel]['size'] for rel in manifest['delta']['present']),
             base=manifest['base'], signed=sig is not None,
         )
-        if (B.read_bytes(os.path.join(p['dest'], B.MANIFEST)) == raw
-                and B.read_bytes(os.path.join(p['dest'], B.SIGNATURE)) == sig
-                and not B.verify_bundle(p['dest'], manifest, partial=True)):
+        if (read_bytes(os.path.join(p['dest'], MANIFEST)) == raw
+                and read_bytes(os.path.join(p['dest'], SIGNATURE)) == sig
+                and not verify_bundle(p['dest'], manifest, partial=True)):
             result['changed'] = False
         if result['changed'] and not module.check_mode:
             def signer(manifest_path):
-                B.atomic_write(manifest_path + '.sig', sig)
+                atomic_write(manifest_path + '.sig', sig)
 
-            B.build_delta(p['path'], inventory, p['dest'], signer=signer if sig is not None else None)
-    except B.BundleError as e:
+            build_delta(p['path'], inventory, p['dest'], signer=signer if sig is not None else None)
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
     module.exit_json(**result)
 

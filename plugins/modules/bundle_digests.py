@@ -14,7 +14,7 @@ description:
   - The inventory holds the installed bundle's name, version, the sha256 of its C(manifest.json) and the
     sorted list of every file hash the bundle holds. It is taken from the manifest; run
     M(ferry.airgap.bundle_verify) first if the files themselves may be damaged.
-  - Reports a change only when the file content differs; written under a temporary sibling name and renamed.
+  - Reports a change only when the file content differs.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -25,13 +25,16 @@ options:
     description: Inventory file to write.
     type: path
     required: true
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Reports whether the inventory would change; writes nothing.
+    details: Reports whether the inventory would change; writes nothing.
   diff_mode:
     support: none
-    description: The inventory is a list of hashes; it is not diffed.
+    details: The inventory is a list of hashes; it is not diffed.
 """
 
 EXAMPLES = r"""
@@ -71,8 +74,10 @@ digests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
-    BundleError, atomic_write, digest_inventory, dumps)
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import digest_inventory
 
 
 def main():
@@ -86,9 +91,9 @@ def main():
     p = module.params
     try:
         inventory = digest_inventory(p['path'])
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
-    raw = dumps(inventory)
+    raw = pretty_json(inventory)
     try:
         with open(p['dest'], 'rb') as f:
             old = f.read()

@@ -3,9 +3,6 @@
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: bundle_images
@@ -79,30 +76,28 @@ options:
         description:
           - Architecture of this image. For a single-platform archive, the archive's platform must be this one.
             For a multi-platform source, only this platform is kept.
-          - When omitted, O(arches) applies.
+          - When omitted, the platforms of O(arches) are kept from registries and multi-platform archives (each
+            must be present in the image), and a single-platform archive must be one of them.
         type: str
         choices: [x86_64, aarch64]
   arches:
-    description:
-      - Platforms to keep from registries and multi-platform archives; each must be present in the image.
-      - A single-platform archive must be one of them.
-    type: list
-    elements: str
-    choices: [x86_64, aarch64]
     default: [x86_64, aarch64]
   state:
     description: Only V(present) is supported; refs not listed are left alone.
     type: str
     choices: [present]
     default: present
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.arches
 attributes:
   check_mode:
     support: full
-    description: Reads the sources (registry manifests, archive members) and reports which refs would be
+    details: Reads the sources (registry manifests, archive members) and reports which refs would be
       added or updated and how many bytes would be written; writes nothing.
   diff_mode:
     support: full
-    description: Shows the store's ref to digest mapping before and after.
+    details: Shows the store's ref to digest mapping before and after.
 notes:
   - Only the Python standard library is used; registries are reached with C(urllib).
 """
@@ -173,7 +168,8 @@ bytes_skipped:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import ImageStore, sync_images
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
 
 ARCHES = ['x86_64', 'aarch64']
 

@@ -14,7 +14,6 @@ description:
   - Reports a change only when the manifest or signature content differs from what is on disk. When
     only the creation time would differ, the existing C(created) is kept.
   - Without O(key), a signature left from an earlier manifest is removed when the manifest changes.
-  - Files are written under a temporary sibling name and renamed into place.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -30,11 +29,7 @@ options:
     type: str
     required: true
   arches:
-    description: Architectures the bundle serves.
-    type: list
-    elements: str
     required: true
-    choices: [x86_64, aarch64]
   created:
     description:
       - Creation time to record (C(YYYY-MM-DDTHH:MM:SSZ)). Defaults to the existing manifest's value when
@@ -46,22 +41,19 @@ options:
         of the bundle describes.
     type: list
     elements: dict
-  key:
-    description:
-      - Private OpenSSH key to sign with (unencrypted; ed25519 recommended because its signatures are
-        deterministic, which keeps re-runs unchanged).
-    type: path
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
+  - ferry.airgap.arches
+  - ferry.airgap.signing
+  - ferry.airgap.signing.sign
 attributes:
   check_mode:
     support: full
-    description: Hashes and reports whether the manifest or signature would change; writes nothing.
+    details: Hashes and reports whether the manifest or signature would change; writes nothing.
   diff_mode:
     support: none
-    description: The manifest can list many thousands of files; it is not diffed.
+    details: The manifest can list many thousands of files; it is not diffed.
 """
 
 EXAMPLES = r"""
@@ -108,8 +100,12 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import (
-    MANIFEST, SIGNATURE, BundleError, atomic_write, build_manifest, dumps, sha256_bytes, sign_bytes, utc_now, read_bytes)
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json, sha256_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write, read_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    MANIFEST, SIGNATURE, BundleError, utc_now)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign_bytes
 
 
 def _old_created(raw):
@@ -145,11 +141,11 @@ def main():
         manifest = build_manifest(p['path'], meta)
         if not p['created']:
             manifest['created'] = _old_created(old_raw)
-            if manifest['created'] is None or dumps(manifest) != old_raw:
+            if manifest['created'] is None or pretty_json(manifest) != old_raw:
                 manifest['created'] = utc_now()
-        raw = dumps(manifest)
+        raw = pretty_json(manifest)
         sig = sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
 
     manifest_changed = raw != old_raw

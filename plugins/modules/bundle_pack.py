@@ -14,7 +14,7 @@ description:
   - With O(chunk_size), splits it into C(<dest>.000), C(<dest>.001), ... and writes C(<dest>.parts.json)
     listing each chunk's size and sha256 (written last, so a half-written set is never listed).
   - Reports a change only when the tar bytes differ from what is already there (an unchanged bundle packs
-    to the same bytes). Written under a temporary sibling name and renamed into place.
+    to the same bytes).
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -29,13 +29,16 @@ options:
     description:
       - Maximum size of each chunk, in bytes or with a unit (C(4000M), C(4G)). Omit for a single tar.
     type: str
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Computes the tar's sha256 without writing it and reports whether it would change.
+    details: Computes the tar's sha256 without writing it and reports whether it would change.
   diff_mode:
     support: none
-    description: Binary output is not diffed.
+    details: Binary output is not diffed.
 """
 
 EXAMPLES = r"""
@@ -73,7 +76,9 @@ parts:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import BundleError, pack
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
 
 
 def main():
@@ -96,7 +101,7 @@ def main():
             module.fail_json(msg='chunk_size must be positive, got %r' % p['chunk_size'])
     try:
         result = pack(p['path'], p['dest'], chunk_size=chunk_size, check_mode=module.check_mode)
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
     except (IOError, OSError) as e:
         module.fail_json(msg='cannot pack %s into %s: %s' % (p['path'], p['dest'], e))

@@ -3,9 +3,6 @@
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: bundle_pull
@@ -70,16 +67,18 @@ options:
         stale C(.part) files). Files elsewhere in O(dest) are never removed.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details:
       - Files at O(dest) are read (and hashed when their stamp does not hold) to tell what would be fetched;
         nothing is written and the server is not contacted.
   diff_mode:
     support: none
-    description: RV(fetched) and RV(pruned) tell what changed.
+    details: RV(fetched) and RV(pruned) tell what changed.
 seealso:
   - module: ferry.airgap.bundle_select
   - module: ferry.airgap.bundle_serve
@@ -154,7 +153,8 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import Mirror, check_files, host_facts
 
 
 def _run(module, mirror, files, result):
@@ -167,7 +167,7 @@ def _run(module, mirror, files, result):
         result['pruned'] = candidates
         return
     if todo and not p['url']:
-        raise D.DistributeError('%d files are missing at %s (%s...) and no url was given to fetch them from' % (
+        raise DistributeError('%d files are missing at %s (%s...) and no url was given to fetch them from' % (
             len(todo), p['dest'], todo[0][0]))
     for rel, size, sha in todo:
         mirror.fetch(rel, size, sha)
@@ -194,13 +194,13 @@ def main():
         module.fail_json(msg='url must be an http:// URL of the bundle server, got %s' % p['url'])
     result = dict(changed=False, fetched=[], resumed=[], present=0, pruned=[], bytes_transferred=0, bytes_fetched=0,
                   bytes_total=0)
-    mirror = D.Mirror(p['dest'], p['url'], timeout=p['timeout'], retries=max(0, p['retries']),
+    mirror = Mirror(p['dest'], p['url'], timeout=p['timeout'], retries=max(0, p['retries']),
                       retry_delay=max(0.0, p['retry_delay']))
     error = None
     try:
-        files = D.check_files(p['files'])
+        files = check_files(p['files'])
         result['bytes_total'] = sum(size for dummy, size, dummy2 in files)
-        paths, store = D.host_facts(p['dest'], p['artifacts'], files)
+        paths, store = host_facts(p['dest'], p['artifacts'], files)
         result['ansible_facts'] = dict(ferry_artifacts=paths, ferry_image_store=store)
         if not module.check_mode:
             mirror.lock()
@@ -211,7 +211,7 @@ def main():
             if not module.check_mode:
                 mirror.save_stamps()
                 mirror.unlock()
-    except D.DistributeError as exc:
+    except DistributeError as exc:
         error = str(exc)
     except (IOError, OSError) as exc:
         error = 'cannot write the mirror %s: %s' % (p['dest'], exc)

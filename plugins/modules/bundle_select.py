@@ -3,9 +3,6 @@
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: bundle_select
@@ -29,10 +26,7 @@ options:
     type: path
     required: true
   arch:
-    description: The host's CPU architecture.
-    type: str
     required: true
-    choices: [x86_64, aarch64]
   artifacts:
     description: Names of the artifacts the host needs (C(artifacts/<arch>/<name>/<file>) in the bundle).
     type: list
@@ -51,13 +45,10 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  check_mode:
-    support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
-  diff_mode:
-    support: none
-    description: Nothing changes, nothing to diff.
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.read_only
+  - ferry.airgap.arches.arch
 seealso:
   - module: ferry.airgap.bundle_serve
   - module: ferry.airgap.bundle_pull
@@ -126,7 +117,8 @@ apps:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.select import select
 
 
 def main():
@@ -142,8 +134,8 @@ def main():
     )
     p = module.params
     try:
-        result = D.select(p['path'], p['arch'], p['artifacts'], p['images'], p['apps'])
-    except D.DistributeError as exc:
+        result = select(p['path'], p['arch'], p['artifacts'], p['images'], p['apps'])
+    except DistributeError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, **result)
 

@@ -3,9 +3,6 @@
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: bundle_serve
@@ -59,13 +56,13 @@ options:
     description: Directory for the state file and pidfile.
     type: path
     default: /run
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
   diff_mode:
     support: none
-    description: Nothing to diff.
 seealso:
   - module: ferry.airgap.bundle_select
   - module: ferry.airgap.bundle_pull
@@ -109,7 +106,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 
 _TOKEN_RE = re.compile(r'^[A-Za-z0-9._-]+$')
 

@@ -27,13 +27,9 @@ options:
       - The spec already parsed, for example with C(lookup('ansible.builtin.file', 'bundle.yml') | from_yaml).
       - Relative local paths in it are kept relative to the task's working directory.
     type: dict
-attributes:
-  check_mode:
-    support: full
-    description: Runs unchanged in check mode; it only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.read_only
 """
 
 EXAMPLES = r"""
@@ -75,7 +71,9 @@ import copy
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle import BundleError, load_spec_file, validate_spec
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file, validate_spec
 
 MASK = '********'
 
@@ -101,7 +99,7 @@ def main():
             spec = load_spec_file(module.params['path'])
         else:
             spec = validate_spec(module.params['spec'])
-    except BundleError as e:
+    except (BundleError, FsError) as e:
         module.fail_json(msg='invalid bundle spec: %s' % e)
     counts = dict((k, len(spec[k])) for k in ('arches', 'artifacts', 'images', 'apps'))
     module.exit_json(changed=False, spec=masked(spec), counts=counts)

@@ -24,25 +24,13 @@ description:
     exactly the listed files.
   - Fails listing every problem found.
   - Reports a change only when it unpacked or reconstructed into O(dest) something that was not already
-    there; files are written under a temporary sibling name and renamed into place only once verified.
+    there.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
     description: Bundle directory, bundle tar, first chunk of a chunked tar, or its C(.parts.json).
     type: path
     required: true
-  allowed_signers:
-    description: OpenSSH allowed_signers file listing the keys trusted to sign bundles.
-    type: path
-  identity:
-    description:
-      - Principal in O(allowed_signers) the signature must belong to. When omitted, the principal is
-        looked up from the signature with C(ssh-keygen -Y find-principals).
-    type: str
-  namespace:
-    description: Signature namespace.
-    type: str
-    default: ferry-bundle
   require_signature:
     description:
       - Fail unless C(manifest.json.sig) verifies against O(allowed_signers).
@@ -70,17 +58,22 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.atomic_write
+  - ferry.airgap.signing
+  - ferry.airgap.signing.verify
 attributes:
   check_mode:
     support: partial
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details:
       - A bundle directory is fully verified in check mode (it is only read).
       - A tar or a delta to reconstruct is not unpacked in check mode; only the chunk list of a tar, or the
         signature of a delta, is checked and C(changed) tells whether O(dest) would be written.
   diff_mode:
     support: none
-    description: Nothing to diff.
+  atomic_write:
+    details: Files reach O(dest) only once they are verified.
 """
 
 EXAMPLES = r"""
@@ -180,7 +173,14 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, read_bytes, replace_dir, tmp_sibling
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE, BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import apply_delta
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import parse_manifest, read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import (
+    check_chunks, describe_source, resolve_pack, unpack)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import ExtraFilter, verify_bundle
 
 
 class _Counter(object):
@@ -193,31 +193,31 @@ class _Counter(object):
 
 def _check_signature(module, bundle_dir, raw, result):
     p = module.params
-    sig_path = os.path.join(bundle_dir, B.SIGNATURE)
+    sig_path = os.path.join(bundle_dir, SIGNATURE)
     sig = dict(verified=False, principal=None, message=None)
     result['signature'] = sig
     if p['require_signature'] and not p['allowed_signers']:
-        raise B.BundleError('require_signature is true but no allowed_signers file was given')
+        raise BundleError('require_signature is true but no allowed_signers file was given')
     if not p['allowed_signers']:
         sig['message'] = 'not checked: no allowed_signers given'
         return
     if not os.path.isfile(sig_path):
         if p['require_signature']:
-            raise B.BundleError('signature %s is missing (require_signature is true)' % sig_path)
+            raise BundleError('signature %s is missing (require_signature is true)' % sig_path)
         sig['message'] = 'not checked: %s is missing' % sig_path
         return
-    out = B.verify_signature(_cli.Runner(module), os.path.join(bundle_dir, B.MANIFEST), p['allowed_signers'], p['identity'],
+    out = verify_signature(_cli.Runner(module), os.path.join(bundle_dir, MANIFEST), p['allowed_signers'], p['identity'],
                              p['namespace'], data=raw)
     sig.update(verified=True, principal=out['principal'], message=out['message'])
 
 
 def _same_bundle(dest, raw, result, counter, extra_filter):
     """True when ``dest`` already holds a bundle with manifest bytes ``raw`` that verifies."""
-    if B.read_bytes(os.path.join(dest, B.MANIFEST)) != raw:
+    if read_bytes(os.path.join(dest, MANIFEST)) != raw:
         return False
-    manifest = B.parse_manifest(raw)
+    manifest = parse_manifest(raw)
     skipped = []
-    if B.verify_bundle(dest, manifest, progress=counter, extra_filter=extra_filter, skipped=skipped):
+    if verify_bundle(dest, manifest, progress=counter, extra_filter=extra_filter, skipped=skipped):
         return False
     result['site_local'] = skipped
     return True
@@ -226,33 +226,33 @@ def _same_bundle(dest, raw, result, counter, extra_filter):
 def _verify(module, result, counter, cleanup, timer):
     p = module.params
     path = p['path']
-    extra_filter = B.ExtraFilter(p['ignore_extra'])
-    kind = B.describe_source(path)
+    extra_filter = ExtraFilter(p['ignore_extra'])
+    kind = describe_source(path)
     bundle_dir = path
     staged = None
     if kind == 'tar':
-        tar_path, parts = B.resolve_pack(path)
+        tar_path, parts = resolve_pack(path)
         if parts is not None:
-            problems = B.check_chunks(tar_path, parts)
+            problems = check_chunks(tar_path, parts)
             if problems:
                 result['problems'] = problems
-                raise B.BundleError('chunked tar %s is damaged' % tar_path)
+                raise BundleError('chunked tar %s is damaged' % tar_path)
         if module.check_mode:
             result['changed'] = bool(p['dest'])
             result['msg'] = 'check mode: %s was not unpacked, so only its chunk list was checked' % path
             return
         if p['dest']:
-            holder = B.tmp_sibling(p['dest'], directory=True)
+            holder = tmp_sibling(p['dest'], directory=True)
         else:
             holder = tempfile.mkdtemp(prefix='.ferry-verify-')
         cleanup.append(holder)
         staged = os.path.join(holder, 'bundle')
-        B.unpack(path, staged)
+        unpack(path, staged)
         bundle_dir = staged
     elif p['dest'] is not None and os.path.abspath(p['dest']) == os.path.abspath(path):
         p['dest'] = None
 
-    manifest, raw = B.read_manifest(bundle_dir)
+    manifest, raw = read_manifest(bundle_dir)
     result.update(name=manifest.get('name'), version=manifest.get('version'), delta=bool(manifest.get('delta')),
                   images=manifest.get('images') or [])
     _check_signature(module, bundle_dir, raw, result)
@@ -274,13 +274,13 @@ def _verify(module, result, counter, cleanup, timer):
                 holder = tempfile.mkdtemp(prefix='.ferry-verify-')
                 cleanup.append(holder)
                 target = os.path.join(holder, 'bundle')
-            B.apply_delta(bundle_dir, p['base'], target, progress=counter)
+            apply_delta(bundle_dir, p['base'], target, progress=counter)
             result.update(path=target if p['dest'] else path, complete=True, files_checked=len(files),
                           changed=bool(p['dest']))
     else:
         # Site-local paths are skipped in a directory, never in what a tar unpacked.
         dir_filter = None if staged else extra_filter
-        result['problems'] = B.verify_bundle(bundle_dir, manifest, progress=counter, partial=incomplete_delta,
+        result['problems'] = verify_bundle(bundle_dir, manifest, progress=counter, partial=incomplete_delta,
                                              extra_filter=dir_filter, skipped=result['site_local'])
         result.update(path=path, complete=not incomplete_delta,
                       files_checked=len(manifest['delta']['present']) if incomplete_delta else len(files))
@@ -291,15 +291,15 @@ def _verify(module, result, counter, cleanup, timer):
 def _place(staged, dest, raw, result, extra_filter):
     """Move the verified unpacked bundle to ``dest`` unless the same bundle is already there intact."""
     result['path'] = dest
-    if B.read_bytes(os.path.join(dest, B.MANIFEST)) == raw:
-        manifest = B.parse_manifest(raw)
+    if read_bytes(os.path.join(dest, MANIFEST)) == raw:
+        manifest = parse_manifest(raw)
         partial = bool(manifest.get('delta')) and not all(
             os.path.isfile(os.path.join(dest, rel)) for rel in manifest['files'])
         skipped = []
-        if not B.verify_bundle(dest, manifest, partial=partial, extra_filter=extra_filter, skipped=skipped):
+        if not verify_bundle(dest, manifest, partial=partial, extra_filter=extra_filter, skipped=skipped):
             result['site_local'] = skipped
             return
-    B.replace_dir(staged, dest)
+    replace_dir(staged, dest)
     result['changed'] = True
 
 
@@ -325,7 +325,7 @@ def main():
     error = None
     try:
         _verify(module, result, counter, cleanup, timer)
-    except B.BundleError as e:
+    except (BundleError, FsError) as e:
         error = str(e)
     finally:
         for path in cleanup:

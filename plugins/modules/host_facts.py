@@ -24,13 +24,12 @@ options:
     type: list
     elements: path
     default: []
+extends_documentation_fragment:
+  - ferry.airgap.attributes
+  - ferry.airgap.attributes.read_only
 attributes:
-  check_mode:
-    support: full
-    description: Runs unchanged in check mode; it only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""

@@ -72,15 +72,17 @@ options:
     description:
       - Snapshotter to unpack into (the one containerd's CRI plugin uses). Default, ctr's (C(overlayfs)).
     type: str
+extends_documentation_fragment:
+  - ferry.airgap.attributes
 attributes:
   check_mode:
     support: full
-    description: Can run in check mode and return changed status prediction without modifying the target.
     details: containerd is only read (images, content, snapshots); RV(loaded) and RV(bytes_moved) tell what would happen.
   diff_mode:
     support: full
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     details: The image list of the namespace (one C(ref@digest) line per image) before and after.
+  platform:
+    platforms: linux
 notes:
   - Needs C(ctr) from containerd 1.6 or later and the right to use the socket (root).
   - The store of a host may hold blobs for its platform only; the refs to load must have theirs.
@@ -139,9 +141,11 @@ import platform as _platform
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
-from ansible_collections.ferry.airgap.plugins.module_utils._containerd import STAGING_PREFIX, ContainerdError, Ctr
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import (
-    ARCH_PLATFORMS, ImageStore, OciError, arch_platform_key, format_platform, normalize_platform, platform_plan)
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES, arch_platform_key, format_platform, normalize_arch, normalize_platform
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.containerd import STAGING_PREFIX, ContainerdError, Ctr
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.load import platform_plan
 
 ARGUMENT_SPEC = dict(
     store=dict(type='path', required=True),
@@ -153,13 +157,11 @@ ARGUMENT_SPEC = dict(
     unpack=dict(type='bool', default=True),
     snapshotter=dict(type='str'),
 )
-MACHINES = {'amd64': 'x86_64', 'arm64': 'aarch64'}
 
 
 def host_platform():
-    machine = _platform.machine()
-    machine = MACHINES.get(machine, machine)
-    if machine not in ARCH_PLATFORMS:
+    machine = normalize_arch(_platform.machine())
+    if machine not in ARCHES:
         raise OciError("cannot tell the platform of this host (machine '%s'): set platform" % machine)
     return arch_platform_key(machine)
 
@@ -178,14 +180,7 @@ def resolve_ctr(module, ctr):
 
 def open_store(path):
     store = ImageStore(path)
-    if not store.exists():
-        raise OciError("store '%s' is not an OCI image layout (no oci-layout file there)" % path)
-    try:
-        index = store._load_index()
-    except (IOError, OSError) as exc:
-        raise OciError("store '%s': cannot read index.json: %s" % (path, exc))
-    if not isinstance(index, dict) or not isinstance(index.get('manifests'), list):
-        raise OciError("store '%s': index.json has no manifests list" % path)
+    store.index()
     return store
 
 

@@ -56,7 +56,7 @@ import yaml
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 sys.path.insert(0, os.path.join(TOP, '.collections'))
-from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import images as I  # noqa: E402
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import images as builder  # noqa: E402
 ARCHES = {'x86_64': 'amd64', 'aarch64': 'arm64'}
 PACKAGES = ('containerd', 'runc', 'containernetworking-plugins', 'busybox-static')
 IMAGE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: mtime of every image file, config "created"
@@ -178,7 +178,7 @@ def upstream_version(deb_version):
 
 def tar_bytes(entries):
     """A GNU tar (owner root) of entries: dicts {name, type, mode, mtime, data or linkname}, in the given order."""
-    return I.tar_bytes(entries, tar_format=tarfile.GNU_FORMAT, owner='root')
+    return builder.tar_bytes(entries, tar_format=tarfile.GNU_FORMAT, owner='root')
 
 
 def _read(path):
@@ -196,7 +196,7 @@ def files_tar_gz(out, prefix, src_dir, dir_entry=None):
         entries.append({'name': dir_entry, 'type': tarfile.DIRTYPE, 'mode': 0o755, 'mtime': max(mtimes)})
     for name, mtime in zip(names, mtimes):
         entries.append({'name': prefix + name, 'mode': 0o755, 'mtime': mtime, 'data': _read(os.path.join(src_dir, name))})
-    write_atomic(out, I.gzip_bytes(tar_bytes(entries), level=6))
+    write_atomic(out, builder.gzip_bytes(tar_bytes(entries), level=6))
     return names
 
 
@@ -254,24 +254,24 @@ def busybox_layer(busybox):
              ('root/', tarfile.DIRTYPE, 0o700, None), ('tmp/', tarfile.DIRTYPE, 0o1777, None)]
     files += [('bin/' + applet, tarfile.SYMTYPE, 0o777, 'busybox') for applet in APPLETS]
     files.sort(key=lambda e: e[0])
-    return I.gzip_bytes(tar_bytes([_entry(*f) for f in files]), level=9)
+    return builder.gzip_bytes(tar_bytes([_entry(*f) for f in files]), level=9)
 
 
 def web_layer(text):
-    return I.gzip_bytes(tar_bytes([_entry('www/', tarfile.DIRTYPE, 0o755, None),
-                                   _entry('www/index.html', tarfile.REGTYPE, 0o644, text.encode())]), level=9)
+    return builder.gzip_bytes(tar_bytes([_entry('www/', tarfile.DIRTYPE, 0o755, None),
+                                         _entry('www/index.html', tarfile.REGTYPE, 0o644, text.encode())]), level=9)
 
 
 def image(goarch, layers, cmd, comment):
     """One platform of a test image (compact JSON, fixed creation time)."""
-    return I.Image(goarch, goarch=goarch, layers=layers, cmd=cmd, encode=I.compact, config_extra={
+    return builder.Image(goarch, goarch=goarch, layers=layers, cmd=cmd, encode=builder.compact, config_extra={
         'created': IMAGE_CREATED, 'config': {'Env': IMAGE_ENV, 'WorkingDir': '/'},
         'history': [{'created': IMAGE_CREATED, 'comment': comment}]})
 
 
 def oci_archive(path, ref, per_arch):
     """Write an oci-archive of one multi-platform image. per_arch: [(goarch, layers, cmd, comment)]."""
-    data, index_digest = I.oci_archive_bytes([image(*platform) for platform in per_arch], ref)
+    data, index_digest = builder.oci_archive_bytes([image(*platform) for platform in per_arch], ref)
     if not (os.path.exists(path) and sha256_file(path) == hashlib.sha256(data).hexdigest()):
         write_atomic(path, data)
     return index_digest

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 from ansible_collections.ferry.airgap.tests.support.ferry_run import PROJECT, ansible
 
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import META
@@ -231,8 +232,8 @@ def test_real_image_config_verifies(tmp_path):
     root = str(tmp_path / 'b')
     # its config has the runtime "config" key (Cmd) and the layer's diff_id, as every real image's does
     write_layout(os.path.join(root, 'images'), Image(layers=[b'layer' * 100]), REF)
-    manifest = B.build_manifest(root, dict(META))
-    assert B.verify_bundle(root, manifest) == []
+    manifest = build_manifest(root, dict(META))
+    assert verify_bundle(root, manifest) == []
 
 
 # --------------------------------------------------------------------------- deltas

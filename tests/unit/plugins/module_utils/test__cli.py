@@ -21,7 +21,7 @@ def module():
 
 def test_run_returns_text_and_feeds_exact_bytes(module):
     rc, out, err = _cli.Runner(module).run([sys.executable, '-c', 'import sys; d = sys.stdin.buffer.read(); '
-                                              'print(repr(d)); sys.stderr.write("e")'], data=b'no newline')
+                                            'print(repr(d)); sys.stderr.write("e")'], data=b'no newline')
     assert rc == 0 and out.strip() == "b'no newline'" and err == 'e'
 
 

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _containerd as C
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime import containerd as C
 from ansible_collections.ferry.airgap.plugins.module_utils._cli import Runner, run_stream
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import CONTAINERD_ANNOTATION, chain_id, layout_tar, platform_plan
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import CONTAINERD_ANNOTATION
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.load import chain_id, layout_tar, platform_plan
 
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.containerd import short_tmpdir
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import build_store, corrupt, manifest_of, random_layer

@@ -32,3 +32,12 @@ def test_json_encodings_are_stable():
     assert D.canonical_json(doc) == b'{"a":null,"b":[1,{"c":"\\u00e9","d":2}]}'
     assert D.pretty_json(doc).endswith(b'}\n') and D.pretty_json(doc).startswith(b'{\n  "a": null,')
     assert D.pretty_json(doc) == D.pretty_json(dict(reversed(list(doc.items()))))
+
+
+def test_file_mismatch_names_what_differs(tmp_path):
+    path = tmp_path / 'f'
+    path.write_bytes(b'abc')
+    good = D.sha256_bytes(b'abc')
+    assert D.file_mismatch(str(path), 3, good) is None
+    assert D.file_mismatch(str(path), 4, good) == ('size', 3)
+    assert D.file_mismatch(str(path), 3, 'f' * 64) == ('sha256', good)

@@ -12,9 +12,13 @@ import threading
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
-from ansible_collections.ferry.airgap.plugins.module_utils import _oci
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import STAMP_FILE, Mirror, check_files, host_facts
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.select import select
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.load import platform_plan
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import pull
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, files_of, make_bundle, serving
 
 RUNC = 'artifacts/x86_64/runc/runc.amd64'
@@ -30,7 +34,7 @@ def bundle(tmp_path_factory):
 
 
 def blob_paths(root, ref, platform):
-    plan = _oci.platform_plan(_oci.ImageStore(os.path.join(root, 'images')), ref, platform)
+    plan = platform_plan(ImageStore(os.path.join(root, 'images')), ref, platform)
     return set('images/blobs/sha256/' + d.split(':')[1] for d, dummy, dummy2 in plan['blobs'])
 
 
@@ -38,7 +42,7 @@ def blob_paths(root, ref, platform):
 
 def test_select_x86_64(bundle):
     root, manifest = bundle
-    sel = D.select(root, 'x86_64', RUNTIME + ['charts'])
+    sel = select(root, 'x86_64', RUNTIME + ['charts'])
     assert sel['platform'] == 'linux/amd64' and (sel['name'], sel['version']) == ('shop', '1.0')
     assert sel['artifacts'] == {
         'containerd': CONTAINERD, 'runc': RUNC,
@@ -57,7 +61,7 @@ def test_select_x86_64(bundle):
         assert manifest['files'][f['path']] == {'size': f['size'], 'sha256': f['sha256']}
     assert sel['bytes'] == sum(f['size'] for f in sel['files'])
     web = sel['images']['demo/web:1.0']
-    store = _oci.ImageStore(os.path.join(root, 'images'))
+    store = ImageStore(os.path.join(root, 'images'))
     assert web['digest'] == store.refs()['demo/web:1.0']
     assert web['platform_digest'] == dict((i['ref'], i) for i in store.images())['demo/web:1.0']['platforms']['linux/amd64']
     # the arm64 manifests are not listed, the index is
@@ -68,17 +72,17 @@ def test_select_x86_64(bundle):
 
 def test_select_aarch64_skips_images_without_the_platform(bundle):
     root, dummy = bundle
-    sel = D.select(root, 'aarch64', ['runc'])
+    sel = select(root, 'aarch64', ['runc'])
     assert sel['platform'] == 'linux/arm64'
     assert sel['artifacts'] == {'runc': 'artifacts/aarch64/runc/runc.arm64'}
     assert sorted(sel['images']) == ['demo/pause:1.0', 'demo/web:1.0'] and sel['images_skipped'] == ['demo/tool:1.0']
-    with pytest.raises(D.DistributeError, match='has no platform linux/arm64'):
-        D.select(root, 'aarch64', [], images=['demo/tool:1.0'])
+    with pytest.raises(DistributeError, match='has no platform linux/arm64'):
+        select(root, 'aarch64', [], images=['demo/tool:1.0'])
 
 
 def test_select_images_and_apps(bundle):
     root, dummy = bundle
-    sel = D.select(root, 'x86_64', [], images=['demo/web:1.0'], apps=['shop'])
+    sel = select(root, 'x86_64', [], images=['demo/web:1.0'], apps=['shop'])
     assert list(sel['images']) == ['demo/web:1.0'] and sel['artifacts'] == {}
     assert sel['apps'] == {'shop': ['1.0']}
     paths = set(f['path'] for f in sel['files'])
@@ -86,27 +90,27 @@ def test_select_images_and_apps(bundle):
     assert paths == (blob_paths(root, 'demo/web:1.0', 'linux/amd64') | {'images/oci-layout', 'images/index.json'}
                      | {'apps/shop/1.0/values.yaml', 'apps/shop/1.0/templates/deploy.yaml'})
     # no images at all: no layout files either
-    sel = D.select(root, 'x86_64', ['runc'], images=[])
+    sel = select(root, 'x86_64', ['runc'], images=[])
     assert [f['path'] for f in sel['files']] == [RUNC] and sel['images'] == {}
 
 
 def test_select_errors(bundle, tmp_path):
     root, dummy = bundle
-    with pytest.raises(D.DistributeError) as exc:
-        D.select(root, 'x86_64', ['k3s'])
+    with pytest.raises(DistributeError) as exc:
+        select(root, 'x86_64', ['k3s'])
     assert str(exc.value) == ("bundle shop 1.0 has no artifact 'k3s' for x86_64 "
                               "(it has for x86_64: cni-plugins, containerd, runc; noarch: charts)")
-    with pytest.raises(D.DistributeError, match=r"has no image demo/nope:1 \(it has: demo/pause:1.0, demo/tool:1.0"):
-        D.select(root, 'x86_64', [], images=['demo/nope:1'])
-    with pytest.raises(D.DistributeError, match="has no app 'billing'"):
-        D.select(root, 'x86_64', [], images=[], apps=['billing'])
+    with pytest.raises(DistributeError, match=r"has no image demo/nope:1 \(it has: demo/pause:1.0, demo/tool:1.0"):
+        select(root, 'x86_64', [], images=['demo/nope:1'])
+    with pytest.raises(DistributeError, match="has no app 'billing'"):
+        select(root, 'x86_64', [], images=[], apps=['billing'])
     one = tmp_path / 'one'
     make_bundle(one, arches=('x86_64',), big=10)
-    with pytest.raises(D.DistributeError) as exc:
-        D.select(str(one), 'aarch64', ['runc'])
+    with pytest.raises(DistributeError) as exc:
+        select(str(one), 'aarch64', ['runc'])
     assert str(exc.value).startswith('bundle shop 1.0 has no aarch64 ') and 'it carries: x86_64' in str(exc.value)
-    with pytest.raises(D.DistributeError, match='cannot read'):
-        D.select(str(tmp_path), 'x86_64', [])
+    with pytest.raises(DistributeError, match='cannot read'):
+        select(str(tmp_path), 'x86_64', [])
 
 
 def test_select_needs_listed_blobs(tmp_path):
@@ -116,25 +120,25 @@ def test_select_needs_listed_blobs(tmp_path):
     del manifest['files'][rel]
     with open(os.path.join(str(root), 'manifest.json'), 'w') as fh:
         json.dump(manifest, fh)
-    with pytest.raises(D.DistributeError, match='manifest.json does not list'):
-        D.select(str(root), 'x86_64', [], images=['demo/web:1.0'])
+    with pytest.raises(DistributeError, match='manifest.json does not list'):
+        select(str(root), 'x86_64', [], images=['demo/web:1.0'])
 
 
 # ---------------------------------------------------------------- the mirror
 
 def test_check_files():
     good = {'path': 'a/b', 'size': 3, 'sha256': 'A' * 64}
-    assert D.check_files([good]) == [('a/b', 3, 'a' * 64)]
+    assert check_files([good]) == [('a/b', 3, 'a' * 64)]
     for bad, msg in (({'path': '../x', 'size': 1, 'sha256': 'a' * 64}, 'empty, "." or ".."'),
                      ({'path': '/etc/x', 'size': 1, 'sha256': 'a' * 64}, 'relative'),
                      ({'path': 'x.part', 'size': 1, 'sha256': 'a' * 64}, 'reserved'),
                      ({'path': 'x', 'size': -1, 'sha256': 'a' * 64}, 'non-negative'),
                      ({'path': 'x', 'size': 1, 'sha256': 'abc'}, '64 hex'),
                      ('x', 'expected')):
-        with pytest.raises(D.DistributeError, match=msg):
-            D.check_files([bad])
-    with pytest.raises(D.DistributeError, match='twice'):
-        D.check_files([good, good])
+        with pytest.raises(DistributeError, match=msg):
+            check_files([bad])
+    with pytest.raises(DistributeError, match='twice'):
+        check_files([good, good])
 
 
 def _fetch_all(mirror, files):
@@ -146,10 +150,10 @@ def _fetch_all(mirror, files):
 
 def test_fetch_then_skip_by_stamp(bundle, tmp_path):
     root, manifest = bundle
-    files = D.check_files(D.select(root, 'x86_64', RUNTIME)['files'])
+    files = check_files(select(root, 'x86_64', RUNTIME)['files'])
     dest = str(tmp_path / 'mirror')
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(dest, S.url_of(state, '127.0.0.1'), timeout=10, retries=0)
+        mirror = Mirror(dest, S.url_of(state, '127.0.0.1'), timeout=10, retries=0)
         _fetch_all(mirror, files)
     assert sorted(mirror.fetched) == sorted(rel for rel, dummy, dummy2 in files) and mirror.present == 0
     assert mirror.bytes_transferred == sum(size for dummy, size, dummy2 in files)
@@ -162,10 +166,10 @@ def test_fetch_then_skip_by_stamp(bundle, tmp_path):
         assert not os.path.exists(path + '.part')
     # rerun, server gone: nothing hashed again (the stamps hold), nothing fetched
     hashed = []
-    orig = D.B.sha256_file
-    D.B.sha256_file = lambda path, progress=None: hashed.append(path) or orig(path)
+    orig = pull.sha256_file
+    pull.sha256_file = lambda path, progress=None: hashed.append(path) or orig(path)
     try:
-        again = D.Mirror(dest, 'http://127.0.0.1:9/none', retries=0)
+        again = Mirror(dest, 'http://127.0.0.1:9/none', retries=0)
         again.load_stamps()
         assert again.plan(files) == [] and again.present == len(files) and hashed == []
         # a file rewritten in place (same size, other bytes) changes its stat: hashed, then refetched
@@ -173,17 +177,17 @@ def test_fetch_then_skip_by_stamp(bundle, tmp_path):
         size = os.path.getsize(path)
         with open(path, 'r+b') as fh:
             fh.write(b'X' * 10)
-        again = D.Mirror(dest)
+        again = Mirror(dest)
         again.load_stamps()
         assert [rel for rel, dummy, dummy2 in again.plan(files)] == [RUNC] and hashed == [path]
         assert os.path.getsize(path) == size
     finally:
-        D.B.sha256_file = orig
+        pull.sha256_file = orig
 
 
 def test_resume_from_a_truncated_part(bundle, tmp_path):
     root, manifest = bundle
-    files = D.check_files(files_of(manifest, [CONTAINERD]))
+    files = check_files(files_of(manifest, [CONTAINERD]))
     dest = tmp_path / 'mirror'
     part = dest / (CONTAINERD + '.part')
     os.makedirs(str(part.parent))
@@ -191,7 +195,7 @@ def test_resume_from_a_truncated_part(bundle, tmp_path):
         data = fh.read()
     part.write_bytes(data[:100000])
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
+        mirror = Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
         _fetch_all(mirror, files)
     assert mirror.resumed == [CONTAINERD] and mirror.fetched == [CONTAINERD]
     assert mirror.bytes_transferred == len(data) - 100000
@@ -200,13 +204,13 @@ def test_resume_from_a_truncated_part(bundle, tmp_path):
 
 def test_part_of_another_file_is_started_over(bundle, tmp_path):
     root, manifest = bundle
-    files = D.check_files(files_of(manifest, [CONTAINERD]))
+    files = check_files(files_of(manifest, [CONTAINERD]))
     dest = tmp_path / 'mirror'
     part = dest / (CONTAINERD + '.part')
     os.makedirs(str(part.parent))
     part.write_bytes(b'an older build of this file')
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
+        mirror = Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
         _fetch_all(mirror, files)
     size = manifest['files'][CONTAINERD]['size']
     assert mirror.bytes_transferred == size + size - len(b'an older build of this file')
@@ -247,25 +251,25 @@ def in_thread(root, handler):
 
 def test_connection_dropped_mid_file_resumes(bundle, tmp_path):
     root, manifest = bundle
-    files = D.check_files(files_of(manifest, [CONTAINERD, RUNC]))
+    files = check_files(files_of(manifest, [CONTAINERD, RUNC]))
     size = manifest['files'][CONTAINERD]['size']
     dest = tmp_path / 'mirror'
     _Cutting.cut = set()
     with in_thread(root, _Cutting) as (url, server):
         # no retries: the run fails, a .part with what arrived is kept
-        first = D.Mirror(str(dest), url, retries=0)
+        first = Mirror(str(dest), url, retries=0)
         first.load_stamps()
-        with pytest.raises(D.DistributeError, match='broke off after %d of %d bytes' % (size // 2, size)):
+        with pytest.raises(DistributeError, match='broke off after %d of %d bytes' % (size // 2, size)):
             first.fetch(CONTAINERD, size, files[0][2])
         assert first.bytes_transferred == size // 2
         assert os.path.getsize(str(dest / (CONTAINERD + '.part'))) == size // 2
         assert not (dest / CONTAINERD).exists()
         # the next run resumes: only the missing half crosses the network
-        second = D.Mirror(str(dest), url, retries=0)
+        second = Mirror(str(dest), url, retries=0)
         _fetch_all(second, files[:1])
         assert second.resumed == [CONTAINERD] and second.bytes_transferred == size - size // 2 < size
         # with retries, one run rides over the cut (runc is cut on its first try too)
-        third = D.Mirror(str(dest), url, retries=2, retry_delay=0)
+        third = Mirror(str(dest), url, retries=2, retry_delay=0)
         _fetch_all(third, files)
         assert third.fetched == [RUNC] and third.resumed == [RUNC]
         assert third.bytes_transferred == manifest['files'][RUNC]['size']
@@ -276,14 +280,14 @@ def test_connection_dropped_mid_file_resumes(bundle, tmp_path):
 
 def test_server_without_ranges_restarts(bundle, tmp_path):
     root, manifest = bundle
-    files = D.check_files(files_of(manifest, [RUNC]))
+    files = check_files(files_of(manifest, [RUNC]))
     dest = tmp_path / 'mirror'
     os.makedirs(str(dest / 'artifacts/x86_64/runc'))
     with open(os.path.join(root, RUNC), 'rb') as fh:
         data = fh.read()
     (dest / (RUNC + '.part')).write_bytes(data[:5000])
     with in_thread(root, _NoRanges) as (url, server):
-        mirror = D.Mirror(str(dest), url, retries=0)
+        mirror = Mirror(str(dest), url, retries=0)
         _fetch_all(mirror, files)
     assert mirror.resumed == [] and mirror.bytes_transferred == len(data)
     assert (dest / RUNC).read_bytes() == data
@@ -294,11 +298,11 @@ def test_corrupt_file_on_the_server(tmp_path):
     manifest = make_bundle(root, arches=('x86_64',), big=4096)
     with open(os.path.join(str(root), RUNC), 'r+b') as fh:
         fh.write(b'tampered')
-    files = D.check_files(files_of(manifest, [RUNC]))
+    files = check_files(files_of(manifest, [RUNC]))
     dest = tmp_path / 'mirror'
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=3, retry_delay=0)
-        with pytest.raises(D.DistributeError) as exc:
+        mirror = Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=3, retry_delay=0)
+        with pytest.raises(DistributeError) as exc:
             _fetch_all(mirror, files)
     sha = manifest['files'][RUNC]['sha256']
     with open(os.path.join(str(root), RUNC), 'rb') as fh:
@@ -316,18 +320,18 @@ def test_server_file_of_another_size(tmp_path):
         fh.write(b'more')
     dest = tmp_path / 'mirror'
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
-        with pytest.raises(D.DistributeError, match='has 4100 bytes of %s, the bundle manifest says 4096' % RUNC):
-            _fetch_all(mirror, D.check_files(files_of(manifest, [RUNC])))
+        mirror = Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
+        with pytest.raises(DistributeError, match='has 4100 bytes of %s, the bundle manifest says 4096' % RUNC):
+            _fetch_all(mirror, check_files(files_of(manifest, [RUNC])))
     assert not (dest / RUNC).exists()
 
 
 def test_server_down(tmp_path, bundle):
     root, manifest = bundle
     slept = []
-    mirror = D.Mirror(str(tmp_path), 'http://127.0.0.1:9/tok', retries=2, retry_delay=0.5, sleep=slept.append)
-    with pytest.raises(D.DistributeError) as exc:
-        _fetch_all(mirror, D.check_files(files_of(manifest, [RUNC])))
+    mirror = Mirror(str(tmp_path), 'http://127.0.0.1:9/tok', retries=2, retry_delay=0.5, sleep=slept.append)
+    with pytest.raises(DistributeError) as exc:
+        _fetch_all(mirror, check_files(files_of(manifest, [RUNC])))
     assert str(exc.value).startswith('cannot fetch %s from the bundle server http://127.0.0.1:9 (3 attempts): cannot reach'
                                      % RUNC)
     assert 'refused' in str(exc.value) and 'tok' not in str(exc.value)
@@ -337,9 +341,9 @@ def test_server_down(tmp_path, bundle):
 def test_wrong_token_is_a_404(bundle, tmp_path):
     root, manifest = bundle
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(str(tmp_path / 'm'), 'http://127.0.0.1:%d/wrong' % state['port'], retries=3)
-        with pytest.raises(D.DistributeError, match=r'has no %s \(HTTP 404\): a wrong token' % RUNC):
-            _fetch_all(mirror, D.check_files(files_of(manifest, [RUNC])))
+        mirror = Mirror(str(tmp_path / 'm'), 'http://127.0.0.1:%d/wrong' % state['port'], retries=3)
+        with pytest.raises(DistributeError, match=r'has no %s \(HTTP 404\): a wrong token' % RUNC):
+            _fetch_all(mirror, check_files(files_of(manifest, [RUNC])))
 
 
 def test_prune(bundle, tmp_path):
@@ -350,7 +354,7 @@ def test_prune(bundle, tmp_path):
                 'images/index.json', 'elsewhere/file'):
         os.makedirs(os.path.dirname(str(dest / rel)), exist_ok=True)
         (dest / rel).write_bytes(b'x')
-    mirror = D.Mirror(str(dest))
+    mirror = Mirror(str(dest))
     files = [(keep, 1, 'a' * 64), ('images/index.json', 1, 'b' * 64)]
     gone = mirror.prune_candidates(files)
     assert gone == ['artifacts/x.part', 'artifacts/x86_64/old/old.bin', 'images/blobs/sha256/' + 'b' * 64]
@@ -360,9 +364,9 @@ def test_prune(bundle, tmp_path):
 
 
 def test_host_facts():
-    arts, store = D.host_facts('/m', {'runc': RUNC}, [('images/index.json', 1, 'a')])
+    arts, store = host_facts('/m', {'runc': RUNC}, [('images/index.json', 1, 'a')])
     assert arts == {'runc': '/m/' + RUNC} and store == '/m/images'
-    assert D.host_facts('/m', {}, [(RUNC, 1, 'a')]) == ({}, None)
+    assert host_facts('/m', {}, [(RUNC, 1, 'a')]) == ({}, None)
 
 
 def test_select_over_real_test_bundle():
@@ -371,7 +375,7 @@ def test_select_over_real_test_bundle():
     if not os.path.isfile(os.path.join(root, 'manifest.json')):
         pytest.skip('tests/support/testbundle.py has not built the test bundle')
     for arch, goarch in (('x86_64', 'amd64'), ('aarch64', 'arm64')):
-        sel = D.select(root, arch, RUNTIME)
+        sel = select(root, arch, RUNTIME)
         assert sel['artifacts']['containerd'] == 'artifacts/%s/containerd/containerd-1.6.20-linux-%s.tar.gz' % (arch, goarch)
         assert sel['artifacts']['runc'] == 'artifacts/%s/runc/runc.%s' % (arch, goarch)
         assert set(sel['images']) >= {'ferry.test/busybox:1.35', 'ferry.test/pause:1.0'}
@@ -382,15 +386,15 @@ def test_select_over_real_test_bundle():
 
 def test_stamps_are_saved_during_a_long_run(bundle, tmp_path, monkeypatch):
     root, manifest = bundle
-    files = D.check_files(files_of(manifest, [CONTAINERD, RUNC]))
+    files = check_files(files_of(manifest, [CONTAINERD, RUNC]))
     dest = tmp_path / 'mirror'
-    monkeypatch.setattr(D, 'STAMP_SAVE_INTERVAL', -1)
+    monkeypatch.setattr(pull, 'STAMP_SAVE_INTERVAL', -1)
     with serving(root, tmp_path) as state:
-        mirror = D.Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
+        mirror = Mirror(str(dest), S.url_of(state, '127.0.0.1'), retries=0)
         mirror.fetch(*files[0])   # no save_stamps() call: an interrupted run
-    with open(str(dest / D.STAMP_FILE)) as fh:
+    with open(str(dest / STAMP_FILE)) as fh:
         stamps = json.load(fh)['files']
     assert list(stamps) == [CONTAINERD] and stamps[CONTAINERD]['sha256'] == files[0][2]
-    later = D.Mirror(str(dest))
+    later = Mirror(str(dest))
     later.load_stamps()
     assert later.have(*files[0]) and not later.stamps_changed   # trusted without hashing

@@ -21,7 +21,12 @@ from ansible.module_utils.six.moves.BaseHTTPServer import BaseHTTPRequestHandler
 from ansible.module_utils.six.moves.socketserver import ThreadingMixIn
 from ansible.module_utils.six.moves.urllib.parse import parse_qs, urlparse
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _oci
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import (
+
+    MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, OciError, RegistryError)
+
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.registry import pull_image
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
     Image, digest, dumps, index_of, layer, push_image, push_manifest, store_files)
@@ -40,14 +45,14 @@ def pushed(registry):
     for image in (amd, arm):
         push_image(registry, 'demo/web', image, AUTH)
     index = index_of([amd, arm])
-    push_manifest(registry, 'demo/web', '1.0', index, _oci.MT_OCI_INDEX, AUTH)
-    push_manifest(registry, 'demo/web', 'amd64-only', amd.manifest(), _oci.MT_OCI_MANIFEST, AUTH)
+    push_manifest(registry, 'demo/web', '1.0', index, MT_OCI_INDEX, AUTH)
+    push_manifest(registry, 'demo/web', 'amd64-only', amd.manifest(), MT_OCI_MANIFEST, AUTH)
     return {'amd': amd, 'arm': arm, 'index': index}
 
 
 def pull(tmp_path, ref, **kwargs):
-    store = _oci.ImageStore(str(tmp_path / 'store'), dry_run=kwargs.pop('dry_run', False))
-    manifests = _oci.pull_image(store, ref, **kwargs)
+    store = ImageStore(str(tmp_path / 'store'), dry_run=kwargs.pop('dry_run', False))
+    manifests = pull_image(store, ref, **kwargs)
     store.set_ref(TARGET, manifests)
     return store, manifests
 
@@ -79,17 +84,17 @@ def test_pull_one_arch_and_dry_run(tmp_path, registry, pushed):
     store, manifests = pull(tmp_path, ref, arches=['aarch64'], username=USER, password=PASSWORD)
     assert manifests == dry_manifests
     assert [m['digest'] for m in manifests] == [digest(pushed['arm'].manifest())]
-    assert store.entry(TARGET)['mediaType'] == _oci.MT_OCI_MANIFEST
+    assert store.entry(TARGET)['mediaType'] == MT_OCI_MANIFEST
     assert dry.images() == store.images()
     assert digest(pushed['amd'].layers[1]) not in store.blob_digests()
 
 
 def test_pull_without_or_with_wrong_credentials(tmp_path, registry, pushed):
-    with pytest.raises(_oci.RegistryError) as err:
+    with pytest.raises(RegistryError) as err:
         pull(tmp_path, registry + '/demo/web:1.0')
     assert 'requires authentication' in str(err.value) and registry in str(err.value)
     assert 'demo/web:1.0' in str(err.value)
-    with pytest.raises(_oci.RegistryError) as err:
+    with pytest.raises(RegistryError) as err:
         pull(tmp_path, registry + '/demo/web:1.0', username=USER, password='wrong')
     assert 'authentication failed' in str(err.value) and USER in str(err.value)
     assert store_files(tmp_path / 'store') == []
@@ -97,12 +102,12 @@ def test_pull_without_or_with_wrong_credentials(tmp_path, registry, pushed):
 
 def test_missing_arch_and_missing_tag(tmp_path, registry, pushed):
     ref = registry + '/demo/web:amd64-only'
-    with pytest.raises(_oci.OciError) as err:
+    with pytest.raises(OciError) as err:
         pull(tmp_path, ref, username=USER, password=PASSWORD)
     assert ref in str(err.value) and 'aarch64' in str(err.value)
     store, manifests = pull(tmp_path, ref, arches=['x86_64'], username=USER, password=PASSWORD)
     assert manifests[0]['digest'] == digest(pushed['amd'].manifest())
-    with pytest.raises(_oci.RegistryError) as err:
+    with pytest.raises(RegistryError) as err:
         pull(tmp_path, registry + '/demo/web:nope', username=USER, password=PASSWORD)
     assert 'HTTP 404' in str(err.value) and 'manifests/nope' in str(err.value)
 
@@ -168,20 +173,20 @@ def bearer_registry():
     entries = []
     for image in (amd, arm):
         doc = json.loads(image.manifest())
-        doc['mediaType'] = _oci.MT_DOCKER_MANIFEST
+        doc['mediaType'] = MT_DOCKER_MANIFEST
         doc['config']['mediaType'] = 'application/vnd.docker.container.image.v1+json'
         for item in doc['layers']:
             item['mediaType'] = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
         body = dumps(doc)
-        state['manifests'][digest(body)] = (body, _oci.MT_DOCKER_MANIFEST)
+        state['manifests'][digest(body)] = (body, MT_DOCKER_MANIFEST)
         for blob in image.layers + [image.config]:
             state['blobs'][digest(blob)] = blob
-        entries.append({'mediaType': _oci.MT_DOCKER_MANIFEST, 'digest': digest(body), 'size': len(body),
+        entries.append({'mediaType': MT_DOCKER_MANIFEST, 'digest': digest(body), 'size': len(body),
                         'platform': {'os': 'linux', 'architecture': json.loads(image.config)['architecture']}})
-    entries.append({'mediaType': _oci.MT_DOCKER_MANIFEST, 'digest': entries[0]['digest'], 'size': entries[0]['size'],
+    entries.append({'mediaType': MT_DOCKER_MANIFEST, 'digest': entries[0]['digest'], 'size': entries[0]['size'],
                     'platform': {'os': 'linux', 'architecture': 's390x'}})
-    state['manifests']['1.0'] = (dumps({'schemaVersion': 2, 'mediaType': _oci.MT_DOCKER_LIST,
-                                        'manifests': entries}), _oci.MT_DOCKER_LIST)
+    state['manifests']['1.0'] = (dumps({'schemaVersion': 2, 'mediaType': MT_DOCKER_LIST,
+                                        'manifests': entries}), MT_DOCKER_LIST)
     server = _Server(('127.0.0.1', 0), make_handler(state))
     state['port'] = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever)
@@ -198,7 +203,7 @@ def test_bearer_token_flow_docker_types_and_redirects(tmp_path, bearer_registry)
     ref = '127.0.0.1:%d/demo/web:1.0' % bearer_registry['port']
     store, manifests = pull(tmp_path, ref, username=USER, password=PASSWORD, timeout=10)
     assert bearer_registry['token_query'] == {'service': ['fake'], 'scope': ['repository:demo/web:pull']}
-    assert [m['mediaType'] for m in manifests] == [_oci.MT_DOCKER_MANIFEST] * 2
+    assert [m['mediaType'] for m in manifests] == [MT_DOCKER_MANIFEST] * 2
     assert sorted(store.images()[0]['platforms']) == ['linux/amd64', 'linux/arm64']
     assert store.verify() == []
     data_requests = [auth for path, auth in bearer_registry['requests'] if path.startswith('/data/')]
@@ -207,7 +212,7 @@ def test_bearer_token_flow_docker_types_and_redirects(tmp_path, bearer_registry)
 
 def test_bearer_token_refused_without_credentials(tmp_path, bearer_registry):
     ref = '127.0.0.1:%d/demo/web:1.0' % bearer_registry['port']
-    with pytest.raises(_oci.RegistryError) as err:
+    with pytest.raises(RegistryError) as err:
         pull(tmp_path, ref)
     assert 'token service http://127.0.0.1:%d/token refused anonymous' % bearer_registry['port'] in str(err.value)
     assert ref in str(err.value)

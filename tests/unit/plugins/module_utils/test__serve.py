@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, make_bundle, serving, write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
 

@@ -4,7 +4,13 @@
 
 import os
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import digest_inventory
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write
 from ansible_collections.ferry.airgap.plugins.modules import bundle_delta
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
     add_blob, finish, make_bundle, siblings, tree)
@@ -22,7 +28,7 @@ def versions(tmp_path, keys):
 def test_delta_from_inventory_signed_and_rerun(tmp_path, capsys, keys):
     v1, v2, full = versions(tmp_path, keys)
     inv = str(tmp_path / 'site.json')
-    B.atomic_write(inv, B.dumps(B.digest_inventory(v1)))
+    atomic_write(inv, pretty_json(digest_inventory(v1)))
     dest = str(tmp_path / 'delta')
     a = {'path': v2, 'base': inv, 'dest': dest, 'key': keys['good']}
     result, code = run_module(bundle_delta, a, capsys, check_mode=True)
@@ -31,10 +37,10 @@ def test_delta_from_inventory_signed_and_rerun(tmp_path, capsys, keys):
     assert code == 0 and result['changed'] and result['signed']
     assert result['files_total'] == len(full['files']) and 0 < result['files_shipped'] < result['files_total']
     assert result['base']['version'] == '1.0'
-    delta, _raw = B.read_manifest(dest)
-    assert sorted(set(tree(dest)) - {B.MANIFEST, B.SIGNATURE}) == delta['delta']['present']
+    delta, _raw = read_manifest(dest)
+    assert sorted(set(tree(dest)) - {MANIFEST, SIGNATURE}) == delta['delta']['present']
     assert result['bytes_shipped'] == sum(full['files'][r]['size'] for r in delta['delta']['present'])
-    B.verify_signature(None, os.path.join(dest, B.MANIFEST), keys['allowed'], keys['identity'])
+    verify_signature(None, os.path.join(dest, MANIFEST), keys['allowed'], keys['identity'])
     result, code = run_module(bundle_delta, a, capsys)
     assert code == 0 and result['changed'] is False
     # same delta from the base directory
@@ -43,7 +49,7 @@ def test_delta_from_inventory_signed_and_rerun(tmp_path, capsys, keys):
     # a damaged delta file is rebuilt
     os.unlink(os.path.join(dest, delta['delta']['present'][0]))
     result, code = run_module(bundle_delta, a, capsys)
-    assert code == 0 and result['changed'] and B.verify_bundle(dest, delta, partial=True) == []
+    assert code == 0 and result['changed'] and verify_bundle(dest, delta, partial=True) == []
     assert siblings(dest) == []
 
 
@@ -51,7 +57,7 @@ def test_unsigned_and_bad_base(tmp_path, capsys, keys):
     v1, v2, _full = versions(tmp_path, keys)
     dest = str(tmp_path / 'delta')
     result, code = run_module(bundle_delta, {'path': v2, 'base': v1, 'dest': dest}, capsys)
-    assert code == 0 and result['signed'] is False and not os.path.exists(os.path.join(dest, B.SIGNATURE))
+    assert code == 0 and result['signed'] is False and not os.path.exists(os.path.join(dest, SIGNATURE))
     bad = tmp_path / 'inv.json'
     bad.write_text('{"name": "shop", "version": "1", "manifest_sha256": "xyz", "sha256": []}')
     result, code = run_module(bundle_delta, {'path': v2, 'base': str(bad), 'dest': str(tmp_path / 'd2')}, capsys)

@@ -5,7 +5,8 @@
 import json
 import os
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import digest_inventory
 from ansible_collections.ferry.airgap.plugins.modules import bundle_digests
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import finish, make_bundle
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
@@ -21,9 +22,9 @@ def test_export_and_rerun(tmp_path, capsys):
     assert code == 0 and result['changed']
     data = json.loads(open(dest).read())
     assert data['sha256'] == sorted(set(e['sha256'] for e in manifest['files'].values()))
-    assert data['manifest_sha256'] == result['manifest_sha256'] == B.digest_inventory(root)['manifest_sha256']
+    assert data['manifest_sha256'] == result['manifest_sha256'] == digest_inventory(root)['manifest_sha256']
     assert result['digests'] == len(data['sha256'])
-    result, code = run_module(bundle_digests, {'path': os.path.join(root, B.MANIFEST), 'dest': dest}, capsys)
+    result, code = run_module(bundle_digests, {'path': os.path.join(root, MANIFEST), 'dest': dest}, capsys)
     assert code == 0 and result['changed'] is False
 
 

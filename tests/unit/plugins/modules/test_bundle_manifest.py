@@ -5,7 +5,11 @@
 import json
 import os
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import sha256_bytes
 from ansible_collections.ferry.airgap.plugins.modules import bundle_manifest
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import make_bundle, write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
@@ -20,18 +24,18 @@ def args(root, **kw):
 def test_write_sign_verify_and_rerun_unchanged(tmp_path, capsys, keys):
     root = make_bundle(tmp_path / 'b')
     result, code = run_module(bundle_manifest, args(root), capsys, check_mode=True)
-    assert code == 0 and result['changed'] and not os.path.exists(os.path.join(root, B.MANIFEST))
+    assert code == 0 and result['changed'] and not os.path.exists(os.path.join(root, MANIFEST))
 
     result, code = run_module(bundle_manifest, args(root, key=keys['good']), capsys)
     assert code == 0 and result['changed'] and result['signed']
-    manifest, raw = B.read_manifest(root)
-    assert result['manifest_sha256'] == B.sha256_bytes(raw) and result['files'] == len(manifest['files'])
-    assert B.verify_bundle(root, manifest) == []
-    B.verify_signature(None, os.path.join(root, B.MANIFEST), keys['allowed'], keys['identity'])
+    manifest, raw = read_manifest(root)
+    assert result['manifest_sha256'] == sha256_bytes(raw) and result['files'] == len(manifest['files'])
+    assert verify_bundle(root, manifest) == []
+    verify_signature(None, os.path.join(root, MANIFEST), keys['allowed'], keys['identity'])
 
     result, code = run_module(bundle_manifest, args(root, key=keys['good']), capsys)
     assert code == 0 and result['changed'] is False
-    assert B.read_manifest(root)[1] == raw
+    assert read_manifest(root)[1] == raw
 
 
 def test_content_change_is_a_change_and_drops_stale_signature(tmp_path, capsys, keys):
@@ -40,15 +44,15 @@ def test_content_change_is_a_change_and_drops_stale_signature(tmp_path, capsys, 
     write(os.path.join(root, 'install.yml'), '- hosts: none\n')
     result, code = run_module(bundle_manifest, args(root), capsys)
     assert code == 0 and result['changed'] and not result['signed']
-    assert not os.path.exists(os.path.join(root, B.SIGNATURE))
-    assert B.verify_bundle(root, B.read_manifest(root)[0]) == []
+    assert not os.path.exists(os.path.join(root, SIGNATURE))
+    assert verify_bundle(root, read_manifest(root)[0]) == []
 
 
 def test_created_and_images_are_recorded(tmp_path, capsys):
     root = make_bundle(tmp_path / 'b')
     images = [{'ref': 'x', 'digest': 'sha256:' + 'a' * 64, 'platforms': {}}]
     result, code = run_module(bundle_manifest, args(root, created='2024-01-01T00:00:00Z', images=images), capsys)
-    manifest = json.loads(open(os.path.join(root, B.MANIFEST)).read())
+    manifest = json.loads(open(os.path.join(root, MANIFEST)).read())
     assert code == 0 and manifest['created'] == '2024-01-01T00:00:00Z' and manifest['images'] == images
 
 
@@ -57,4 +61,4 @@ def test_missing_dir_and_unknown_key_file_fail(tmp_path, capsys):
     assert code == 1 and 'does not exist' in result['msg']
     root = make_bundle(tmp_path / 'b')
     result, code = run_module(bundle_manifest, args(root, key=str(tmp_path / 'nokey')), capsys)
-    assert code == 1 and 'nokey' in result['msg'] and not os.path.exists(os.path.join(root, B.MANIFEST))
+    assert code == 1 and 'nokey' in result['msg'] and not os.path.exists(os.path.join(root, MANIFEST))

@@ -5,7 +5,9 @@
 import json
 import os
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import unpack
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import sha256_file
 from ansible_collections.ferry.airgap.plugins.modules import bundle_pack
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import finish, make_bundle, siblings, tree
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
@@ -26,8 +28,8 @@ def test_chunked_pack_rerun_and_unpack(tmp_path, capsys):
     assert code == 0 and result2['changed'] is False and result2['sha256'] == result['sha256']
     result3, code = run_module(bundle_pack, a, capsys, check_mode=True)
     assert result3['changed'] is False
-    B.unpack(tar + '.000', str(tmp_path / 'out'))
-    assert B.verify_bundle(str(tmp_path / 'out'), manifest) == [] and tree(tmp_path / 'out') == tree(root)
+    unpack(tar + '.000', str(tmp_path / 'out'))
+    assert verify_bundle(str(tmp_path / 'out'), manifest) == [] and tree(tmp_path / 'out') == tree(root)
     assert siblings(tar) == []
 
 
@@ -41,4 +43,4 @@ def test_single_tar_and_bad_input(tmp_path, capsys):
     assert code == 1 and 'chunk_size' in result['msg']
     result, code = run_module(bundle_pack, {'path': root, 'dest': str(tmp_path / 'b.tar')}, capsys)
     assert code == 0 and result['changed'] and result['parts'] is None
-    assert B.sha256_file(str(tmp_path / 'b.tar')) == (result['sha256'], result['size'])
+    assert sha256_file(str(tmp_path / 'b.tar')) == (result['sha256'], result['size'])

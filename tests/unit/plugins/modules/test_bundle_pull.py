@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _distribute as D
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import LOCK_FILE
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.plugins.modules import bundle_pull, bundle_select, bundle_serve
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import BOTH_ARCHES, make_bundle, tree
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
@@ -65,13 +65,15 @@ def test_fetch_rerun_and_facts(site, capsys):
         'ferry_image_store': os.path.join(site['dest'], 'images')}
     assert result['ansible_facts']['ferry_artifacts']['containerd'] == os.path.join(site['dest'], CONTAINERD)
     # the mirror is an OCI layout image_load can read: this host's platform only
-    from ansible_collections.ferry.airgap.plugins.module_utils import _oci
-    store = _oci.ImageStore(os.path.join(site['dest'], 'images'))
+    from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError
+    from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+    from ansible_collections.ferry.airgap.plugins.module_utils._runtime.load import platform_plan
+    store = ImageStore(os.path.join(site['dest'], 'images'))
     for ref in site['selection']['images']:
-        plan = _oci.platform_plan(store, ref, 'linux/amd64')
+        plan = platform_plan(store, ref, 'linux/amd64')
         assert all(os.path.isfile(store.blob_path(d)) for d, dummy, dummy2 in plan['blobs'])
-    with pytest.raises(_oci.OciError):
-        _oci.platform_plan(store, 'demo/web:1.0', 'linux/arm64')
+    with pytest.raises(OciError):
+        platform_plan(store, 'demo/web:1.0', 'linux/arm64')
 
     before = tree(site['dest'])
     result, code = fetch(site, capsys)
@@ -182,4 +184,4 @@ def test_bad_input(site, capsys):
     assert code == 1 and 'http://' in result['msg']
     result, code = fetch(site, capsys, files=[{'path': '../etc/passwd', 'size': 1, 'sha256': 'a' * 64}])
     assert code == 1 and 'files[0].path' in result['msg']
-    assert D.LOCK_FILE not in (os.listdir(site['dest']) if os.path.isdir(site['dest']) else [])
+    assert LOCK_FILE not in (os.listdir(site['dest']) if os.path.isdir(site['dest']) else [])

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.plugins.modules import bundle_serve
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import make_bundle
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module

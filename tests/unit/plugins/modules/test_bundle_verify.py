@@ -9,7 +9,11 @@ import subprocess
 import sys
 import tarfile
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import build_delta, digest_inventory
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
     add_blob, finish, make_bundle, siblings, tree, write)
@@ -74,19 +78,19 @@ def test_signature_requirements(tmp_path, capsys, keys):
 def test_missing_blob_named(tmp_path, capsys, keys):
     root = make_bundle(tmp_path / 'b')
     index = json.loads(open(os.path.join(root, 'images/index.json')).read())
-    man = json.loads(open(os.path.join(root, B.BLOB_DIR, index['manifests'][0]['digest'][7:])).read())
+    man = json.loads(open(os.path.join(root, BLOB_DIR, index['manifests'][0]['digest'][7:])).read())
     layer = man['layers'][0]['digest'][7:]
-    os.unlink(os.path.join(root, B.BLOB_DIR, layer))
+    os.unlink(os.path.join(root, BLOB_DIR, layer))
     finish(root, key=keys['good'])
     result, code = run_module(bundle_verify, args(keys, root), capsys)
-    assert code == 1 and 'image blob missing: %s/%s' % (B.BLOB_DIR, layer) in result['msg']
+    assert code == 1 and 'image blob missing: %s/%s' % (BLOB_DIR, layer) in result['msg']
 
 
 def test_chunked_tar_to_dest_and_rerun(tmp_path, capsys, keys):
     root, manifest = signed_bundle(tmp_path, keys)
     tar = str(tmp_path / 'media' / 'shop.tar')
     os.makedirs(os.path.dirname(tar))
-    B.pack(root, tar, chunk_size=16384)
+    pack(root, tar, chunk_size=16384)
     dest = str(tmp_path / 'site' / 'shop-1.0')
     os.makedirs(os.path.dirname(dest))
     result, code = run_module(bundle_verify, args(keys, tar + '.000', dest=dest), capsys, check_mode=True)
@@ -104,7 +108,7 @@ def test_chunked_tar_to_dest_and_rerun(tmp_path, capsys, keys):
 def test_truncated_tar(tmp_path, capsys, keys):
     root, _manifest = signed_bundle(tmp_path, keys)
     tar = str(tmp_path / 'shop.tar')
-    B.pack(root, tar)
+    pack(root, tar)
     with open(tar, 'r+b') as f:
         f.truncate(os.path.getsize(tar) // 2)
     dest = str(tmp_path / 'dest')
@@ -132,7 +136,7 @@ def make_delta(tmp_path, keys):
     add_blob(v2, b'fresh layer')
     full = finish(v2, '2.0', key=keys['good'])
     delta = str(tmp_path / 'delta')
-    B.build_delta(v2, v1, delta, signer=lambda p: B.sign(None, p, keys['good']))
+    build_delta(v2, v1, delta, signer=lambda p: sign(None, p, keys['good']))
     return v1, v2, full, delta
 
 
@@ -141,11 +145,11 @@ def test_delta_with_base_reconstructs(tmp_path, capsys, keys):
     # the delta alone: only its own files are checked
     result, code = run_module(bundle_verify, args(keys, delta), capsys)
     assert code == 0 and result['delta'] and result['complete'] is False
-    assert result['files_checked'] == len(B.read_manifest(delta)[0]['delta']['present']) < len(full['files'])
+    assert result['files_checked'] == len(read_manifest(delta)[0]['delta']['present']) < len(full['files'])
     dest = str(tmp_path / 'shop-2.0-site')
     result, code = run_module(bundle_verify, args(keys, delta, base=v1, dest=dest), capsys)
     assert code == 0 and result['changed'] and result['complete'] and result['path'] == dest
-    assert B.read_manifest(dest)[0]['files'] == full['files']
+    assert read_manifest(dest)[0]['files'] == full['files']
     result, code = run_module(bundle_verify, args(keys, delta, base=v1, dest=dest), capsys)
     assert code == 0 and result['changed'] is False
     # the reconstructed bundle verifies on its own as a full bundle
@@ -160,8 +164,8 @@ def test_delta_with_wrong_base(tmp_path, capsys, keys):
     dest = str(tmp_path / 'out')
     result, code = run_module(bundle_verify, args(keys, delta, base=other, dest=dest), capsys)
     assert code == 1 and 'wrong base' in result['msg']
-    assert B.digest_inventory(v1)['manifest_sha256'] in result['msg']
-    assert B.digest_inventory(other)['manifest_sha256'] in result['msg']
+    assert digest_inventory(v1)['manifest_sha256'] in result['msg']
+    assert digest_inventory(other)['manifest_sha256'] in result['msg']
     assert 'shop 1.0' in result['msg'] and 'shop 0.9' in result['msg']
     assert not os.path.exists(dest) and siblings(dest) == []
 
@@ -255,7 +259,7 @@ def test_tar_content_gets_no_site_local_pass(tmp_path, capsys, keys):
     root, _manifest = signed_bundle(tmp_path, keys)
     write(os.path.join(root, 'collections/ansible_collections/ferry/airgap/plugins/modules/evil.py'), 'x')
     tar = str(tmp_path / 'shop.tar')
-    B.pack(root, tar)
+    pack(root, tar)
     dest = str(tmp_path / 'site' / 'shop-1.0')
     result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
     assert code == 1 and result['site_local'] == [] and 'does not exist' in result['msg']
@@ -270,7 +274,7 @@ def test_tar_content_gets_no_site_local_pass(tmp_path, capsys, keys):
 def test_unpacked_then_bootstrapped_dest_is_kept(tmp_path, capsys, keys):
     root, _manifest = signed_bundle(tmp_path, keys)
     tar = str(tmp_path / 'shop.tar')
-    B.pack(root, tar)
+    pack(root, tar)
     dest = str(tmp_path / 'site' / 'shop-1.0')
     os.makedirs(os.path.dirname(dest))
     result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)

@@ -10,8 +10,8 @@ import socket
 import pytest
 
 
-from ansible_collections.ferry.airgap.plugins.module_utils._containerd import STAGING_PREFIX
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import chain_id
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.containerd import STAGING_PREFIX
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.load import chain_id
 from ansible_collections.ferry.airgap.plugins.modules import image_load
 
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import modules as testlib

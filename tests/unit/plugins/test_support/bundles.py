@@ -9,8 +9,10 @@ import os
 import subprocess
 
 # The only module_utils imports of this file.
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
-from ansible_collections.ferry.airgap.plugins.module_utils import _serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest, write_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 
 from .images import GOARCH, Image, digest, gzip_bytes, layer, put_image, store_with, write_layout
 from .net import free_port
@@ -34,7 +36,7 @@ def add_blob(bundle, data):
     if not isinstance(data, bytes):
         data = json.dumps(data, sort_keys=True).encode('utf-8')
     digest = hashlib.sha256(data).hexdigest()
-    write(os.path.join(str(bundle), B.BLOB_DIR, digest), data)
+    write(os.path.join(str(bundle), BLOB_DIR, digest), data)
     return 'sha256:' + digest, len(data)
 
 
@@ -85,9 +87,9 @@ def make_bundle(root, version='1.0', app_text='replicas: 1\n', k3s=K3S, extra=No
         write(os.path.join(root, rel), data)
     if arches is None:
         return root
-    manifest = B.build_manifest(root, {'name': name, 'version': version, 'arches': list(arches),
-                                       'created': '2024-06-01T00:00:00Z'})
-    B.write_manifest(root, manifest)
+    manifest = build_manifest(root, {'name': name, 'version': version, 'arches': list(arches),
+                                     'created': '2024-06-01T00:00:00Z'})
+    write_manifest(root, manifest)
     return manifest
 
 
@@ -107,10 +109,10 @@ def _distribution_images(path, arches):
 def finish(root, version='1.0', key=None):
     """Write (and optionally sign) the manifest of ``root``; returns the manifest dict."""
     meta = dict(META, version=version)
-    manifest = B.build_manifest(str(root), meta)
-    B.write_manifest(str(root), manifest)
+    manifest = build_manifest(str(root), meta)
+    write_manifest(str(root), manifest)
     if key:
-        B.sign(None, os.path.join(str(root), B.MANIFEST), key)
+        sign(None, os.path.join(str(root), MANIFEST), key)
     return manifest
 
 

@@ -20,7 +20,7 @@ import tarfile
 from urllib.request import Request, urlopen
 
 # The only module_utils import of this file (the store writer below).
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 
 OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 OCI_INDEX = 'application/vnd.oci.image.index.v1+json'

@@ -21,9 +21,6 @@ Standard library only, Python 3.6: socketserver.ThreadingMixIn + http.server
 (no ThreadingHTTPServer, no SimpleHTTPRequestHandler(directory=)).
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 import errno
 import hmac
 import http.server
@@ -37,7 +34,9 @@ import threading
 import time
 from urllib.parse import unquote, urlsplit
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import read_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, BundleError, check_relpath
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
 
 DEFAULT_PORT = 8765
 DEFAULT_IDLE_TIMEOUT = 600
@@ -53,8 +52,8 @@ class ServeError(Exception):
 
 def allowed_files(root):
     """Set of the relative paths the server may hand out: manifest.json and every file it lists."""
-    manifest, dummy = B.read_manifest(root)
-    return set(manifest['files']) | set([B.MANIFEST])
+    manifest, dummy = read_manifest(root)
+    return set(manifest['files']) | set([MANIFEST])
 
 
 def parse_range(header, size):
@@ -208,7 +207,7 @@ class BundleServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             if not path.startswith('/'):
                 return None
             rel = path[1:]
-        if B.check_relpath(rel) or rel not in self.files:
+        if check_relpath(rel) or rel not in self.files:
             return None
         full = os.path.realpath(os.path.join(self.root, rel))
         if not full.startswith(self.root + os.sep) or not os.path.isfile(full):
@@ -256,7 +255,7 @@ def proc_start_time(pid):
 
 def read_state(run_dir, port):
     """The state recorded for ``port`` (dict) or None."""
-    data = B.read_bytes(state_paths(run_dir, port)[0])
+    data = read_bytes(state_paths(run_dir, port)[0])
     if data is None:
         return None
     try:
@@ -369,7 +368,7 @@ def start(root, run_dir, address='0.0.0.0', port=DEFAULT_PORT, token=None, idle_
         raise ServeError('run_dir %s is not writable (run as root, or set run_dir)' % run_dir)
     try:
         server = BundleServer(root, address, port, token, idle_timeout)
-    except B.BundleError as exc:
+    except BundleError as exc:
         raise ServeError('cannot serve %s: %s' % (root, exc))
     state = {'path': os.path.abspath(root), 'address': address, 'port': server.server_address[1], 'token': token or '',
              'idle_timeout': idle_timeout, 'started': time.time()}

@@ -1,28 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Artifact distribution (docs/distribution.md): which bundle files a host needs, and pulling them.
+"""Pulling a host's bundle files from the deploy node's bundle server (docs/distribution.md); runs on every host.
 
-:func:`select` runs on the deploy node: from ``manifest.json`` and the OCI layout of
-the bundle it lists the files one host needs (its arch's artifacts, its platform's
-image blobs, chosen apps), with sizes and sha256 from the manifest (nothing is
-re-hashed).
-
-:class:`Mirror` runs on a target host: it brings the host-local mirror (same
-relative paths as the bundle) up to that list from the deploy node's bundle server
-(``_serve``), file by file, checking sha256 while downloading, resuming ``.part``
-files with a Range request, renaming into place atomically. A stamp file
-(``.ferry-fetch.json``) remembers size, mtime, ctime, inode and sha256 of what was
-verified, so a rerun does not hash hundreds of MB again; an entry whose file's
-stat changed is ignored and the file is hashed.
-
-Standard library only (urllib), Python 3.6.
+:class:`Mirror` brings the host-local mirror (same relative paths as the bundle) up to the list
+:mod:`select` made, from the server :mod:`serve` runs, file by file, checking sha256 while
+downloading, resuming ``.part`` files with a Range request, renaming into place atomically. A stamp
+file (``.ferry-fetch.json``) remembers size, mtime, ctime, inode and sha256 of what was verified, so
+a rerun does not hash hundreds of MB again; an entry whose file's stat changed is ignored and the
+file is hashed. Standard library only (urllib), Python 3.6; it imports no signing, packing or
+registry code.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
-import errno
 import fcntl
 import hashlib
 import json
@@ -35,127 +24,16 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote
 from urllib.request import ProxyHandler, Request, build_opener
 
-from ansible_collections.ferry.airgap.plugins.module_utils import _bundle as B
-from ansible_collections.ferry.airgap.plugins.module_utils import _oci
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE, HEX64_RE, sha256_file
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, read_bytes, remove
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import IMAGES_DIR, DistributeError, check_relpath
 
-IMAGES_DIR = 'images'
-LAYOUT_FILES = ('images/oci-layout', 'images/index.json')
 STAMP_FILE = '.ferry-fetch.json'
 LOCK_FILE = '.ferry-fetch.lock'
 PART_SUFFIX = '.part'
 PRUNE_DIRS = ('images/blobs', 'artifacts')
-CHUNK = 1024 * 1024
 STAMP_SAVE_INTERVAL = 5.0
 
-
-class DistributeError(Exception):
-    """An operator-facing error selecting or fetching files."""
-
-
-# ---------------------------------------------------------------- selection (deploy node)
-
-def _listing(names):
-    return ', '.join(sorted(names)) or 'none'
-
-
-def select(bundle_dir, arch, artifacts=(), images=None, apps=()):
-    """The files one host needs. ``images=None`` means every image that has the host's platform.
-
-    Returns a dict: name, version, platform, files (sorted [{path, size, sha256}]), bytes,
-    artifacts {name: bundle path}, images {ref: {digest, platform_digest}}, images_skipped (refs
-    without the platform, only when ``images`` is None), apps {name: [versions]}.
-    """
-    try:
-        manifest, dummy = B.read_manifest(bundle_dir)
-    except B.BundleError as exc:
-        raise DistributeError(str(exc))
-    label = 'bundle %s %s' % (manifest.get('name'), manifest.get('version'))
-    arches = manifest.get('arches') or []
-    if arch not in arches:
-        raise DistributeError('%s has no %s binaries or images (it carries: %s)' % (label, arch, _listing(arches)))
-    platform = _oci.arch_platform_key(arch)
-    listed = manifest['files']
-    chosen = {}
-
-    def take(rel, why):
-        entry = listed.get(rel)
-        if entry is None:
-            raise DistributeError('%s: %s needs %s, which manifest.json does not list' % (label, why, rel))
-        chosen[rel] = entry
-
-    result = {'name': manifest.get('name'), 'version': manifest.get('version'), 'platform': platform,
-              'artifacts': {}, 'images': {}, 'images_skipped': [], 'apps': {}}
-
-    by_name = {}
-    for item in manifest.get('artifacts') or []:
-        by_name.setdefault(item['name'], {})[item['arch']] = item['path']
-    for name in artifacts:
-        have = by_name.get(name, {})
-        rel = have.get(arch) or have.get('noarch')
-        if rel is None:
-            mine = [n for n, per in by_name.items() if arch in per]
-            noarch = [n for n, per in by_name.items() if 'noarch' in per]
-            raise DistributeError("%s has no artifact '%s' for %s (it has for %s: %s; noarch: %s)" % (
-                label, name, arch, arch, _listing(mine), _listing(noarch)))
-        take(rel, "artifact '%s'" % name)
-        result['artifacts'][name] = rel
-
-    _select_images(bundle_dir, label, platform, images, take, result)
-
-    known_apps = {}
-    for app in manifest.get('apps') or []:
-        known_apps.setdefault(app['name'], []).append(app)
-    for name in apps or ():
-        if name not in known_apps:
-            raise DistributeError("%s has no app '%s' (it has: %s)" % (label, name, _listing(known_apps)))
-        for app in known_apps[name]:
-            prefix = app['path'].rstrip('/') + '/'
-            for rel in listed:
-                if rel.startswith(prefix):
-                    take(rel, "app '%s'" % name)
-            result['apps'].setdefault(name, []).append(app['version'])
-
-    result['files'] = [{'path': rel, 'size': chosen[rel]['size'], 'sha256': chosen[rel]['sha256']}
-                       for rel in sorted(chosen)]
-    result['bytes'] = sum(entry['size'] for entry in chosen.values())
-    return result
-
-
-def _select_images(bundle_dir, label, platform, images, take, result):
-    store = _oci.ImageStore(os.path.join(bundle_dir, IMAGES_DIR))
-    if images is not None and not images:
-        return
-    if not store.exists() or not os.path.isfile(os.path.join(store.path, 'index.json')):
-        if images:
-            raise DistributeError('%s has no image store (images/), so no image %s' % (label, ', '.join(images)))
-        return
-    try:
-        refs = store.refs()
-    except _oci.OciError as exc:
-        raise DistributeError('%s: %s' % (label, exc))
-    wanted = sorted(refs) if images is None else list(images)
-    unknown = [ref for ref in wanted if ref not in refs]
-    if unknown:
-        raise DistributeError('%s has no image %s (it has: %s)' % (label, ', '.join(unknown), _listing(refs)))
-    picked = False
-    for ref in wanted:
-        try:
-            plan = _oci.platform_plan(store, ref, platform)
-        except _oci.OciError as exc:
-            if images is None and 'has no platform' in str(exc):
-                result['images_skipped'].append(ref)
-                continue
-            raise DistributeError('%s: %s' % (label, exc))
-        picked = True
-        for digest, dummy, kind in plan['blobs']:
-            take('%s/blobs/sha256/%s' % (IMAGES_DIR, digest.split(':', 1)[1]), 'image %s (%s)' % (ref, kind))
-        result['images'][ref] = {'digest': plan['top']['digest'], 'platform_digest': plan['manifests'][0]['digest']}
-    if picked:
-        for rel in LAYOUT_FILES:
-            take(rel, 'the image store')
-
-
-# ---------------------------------------------------------------- fetching (target host)
 
 class _Retry(Exception):
     """A transfer problem worth another attempt (connection, short read, 5xx, bad resumed prefix)."""
@@ -169,7 +47,7 @@ def check_files(files):
         if not isinstance(item, dict):
             raise DistributeError('files[%d]: expected {path, size, sha256}, got %r' % (i, item))
         rel, size, sha = item.get('path'), item.get('size'), item.get('sha256')
-        bad = B.check_relpath(rel)
+        bad = check_relpath(rel)
         if bad:
             raise DistributeError('files[%d].path %r: %s' % (i, rel, bad))
         if rel.endswith(PART_SUFFIX) or rel in (STAMP_FILE, LOCK_FILE):
@@ -181,7 +59,7 @@ def check_files(files):
                 size = -1
             if size < 0:
                 raise DistributeError('files[%d].size: expected a non-negative integer, got %r' % (i, item.get('size')))
-        if not isinstance(sha, str) or not B.HEX64_RE.match(sha.lower()):
+        if not isinstance(sha, str) or not HEX64_RE.match(sha.lower()):
             raise DistributeError('files[%d].sha256: expected 64 hex digits, got %r' % (i, sha))
         if rel in seen:
             raise DistributeError('files[%d].path %r is listed twice' % (i, rel))
@@ -190,32 +68,9 @@ def check_files(files):
     return out
 
 
+
 def _stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
-def _makedirs(path, mode=0o755):
-    """Create ``path`` and missing parents with ``mode`` (whatever the umask)."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _makedirs(parent, mode)
-    try:
-        os.mkdir(path, mode)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST or not os.path.isdir(path):
-            raise
-        return
-    os.chmod(path, mode)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
 
 
 class Mirror(object):
@@ -242,7 +97,7 @@ class Mirror(object):
 
     # -- stamps
     def load_stamps(self):
-        data = B.read_bytes(os.path.join(self.dest, STAMP_FILE))
+        data = read_bytes(os.path.join(self.dest, STAMP_FILE))
         try:
             doc = json.loads(data.decode('utf-8')) if data else {}
         except ValueError:
@@ -279,7 +134,7 @@ class Mirror(object):
         stamp = self.stamps.get(rel)
         if isinstance(stamp, dict) and stamp.get('sha256') == sha and stamp.get('stat') == _stat_key(st):
             return True
-        actual, dummy = B.sha256_file(path)
+        actual, dummy = sha256_file(path)
         if actual != sha:
             return False
         self._stamp(rel, sha, st)
@@ -287,7 +142,7 @@ class Mirror(object):
 
     # -- locking (two runs on one host never write the same .part)
     def lock(self):
-        _makedirs(self.dest)
+        makedirs(self.dest)
         self._lock_fd = os.open(os.path.join(self.dest, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
@@ -312,7 +167,7 @@ class Mirror(object):
         final = os.path.join(self.dest, rel)
         if os.path.isdir(final) and not os.path.islink(final):
             raise DistributeError('%s is a directory; cannot put the file %s there' % (final, rel))
-        _makedirs(os.path.dirname(final))
+        makedirs(os.path.dirname(final))
         attempt = 0
         while True:
             try:
@@ -361,17 +216,17 @@ class Mirror(object):
             have = os.path.getsize(part)
             if 0 < have <= size:
                 with open(part, 'rb') as fh:
-                    for chunk in iter(lambda: fh.read(CHUNK), b''):
+                    for chunk in iter(lambda: fh.read(BUF_SIZE), b''):
                         hasher.update(chunk)
                 offset = have
             else:
-                _unlink(part)
+                remove(part)
         if offset == size and hasher.hexdigest() == sha:
             resp = None  # the .part is complete: nothing to download
         else:
             resp = self._open(rel, offset if offset < size else 0)
             if resp is None:  # 416 for our offset: the server's file is shorter than our .part
-                _unlink(part)
+                remove(part)
                 return self._fetch_once(rel, size, sha, final)
         if resp is not None:
             with resp:
@@ -379,7 +234,7 @@ class Mirror(object):
                 if offset and status == 206:
                     expected_range = 'bytes %d-%d/%d' % (offset, size - 1, size)
                     if (resp.headers.get('Content-Range') or '').strip() != expected_range:
-                        _unlink(part)
+                        remove(part)
                         raise _Retry('unexpected Content-Range %r for %s (wanted %r)' % (
                             resp.headers.get('Content-Range'), rel, expected_range))
                     mode = 'ab'
@@ -396,7 +251,7 @@ class Mirror(object):
                 self._copy(resp, part, mode, offset, size, hasher, rel)
         actual = hasher.hexdigest()
         if actual != sha:
-            _unlink(part)
+            remove(part)
             if offset:  # the kept prefix was not this file's (an older version, a damaged disk): start over
                 return self._fetch_once(rel, size, sha, final)
             raise DistributeError('sha256 mismatch for %s from %s: expected %s, actual %s; nothing was kept' % (
@@ -410,7 +265,7 @@ class Mirror(object):
         try:
             with open(part, mode) as out:
                 while count < size:
-                    chunk = resp.read(min(CHUNK, size - count))
+                    chunk = resp.read(min(BUF_SIZE, size - count))
                     if not chunk:
                         break
                     hasher.update(chunk)
@@ -424,7 +279,7 @@ class Mirror(object):
         if count < size:
             raise _Retry('transfer of %s broke off after %d of %d bytes' % (rel, count, size))
         if resp.read(1):
-            _unlink(part)
+            remove(part)
             raise DistributeError('the bundle server %s sends more than the %d bytes of %s the manifest lists' % (
                 self._server(), size, rel))
 
@@ -444,7 +299,7 @@ class Mirror(object):
 
     def prune(self, rels):
         for rel in rels:
-            _unlink(os.path.join(self.dest, rel))
+            remove(os.path.join(self.dest, rel))
             if self.stamps.pop(rel, None) is not None:
                 self.stamps_changed = True
 
@@ -453,5 +308,5 @@ def host_facts(dest, artifacts, files):
     """(ferry_artifacts, ferry_image_store) for a mirror at ``dest``."""
     paths = dict((name, os.path.join(dest, rel)) for name, rel in (artifacts or {}).items())
     listed = set(item[0] for item in files)
-    store = os.path.join(dest, IMAGES_DIR) if LAYOUT_FILES[1] in listed else None
+    store = os.path.join(dest, IMAGES_DIR) if IMAGES_DIR + '/index.json' in listed else None
     return paths, store

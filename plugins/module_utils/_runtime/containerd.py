@@ -19,17 +19,14 @@ What ctr 1.6 does and does not do, and what this file does about it:
   index: content of a platform imported earlier is collected. One platform per namespace.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 import hashlib
 import os
 import re
 import stat
 
 from ansible_collections.ferry.airgap.plugins.module_utils._cli import Runner
-from ansible_collections.ferry.airgap.plugins.module_utils._oci import (
-    CONTAINERD_ANNOTATION, MT_OCI_INDEX, layout_tar)
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import CONTAINERD_ANNOTATION, MT_OCI_INDEX
+from ansible_collections.ferry.airgap.plugins.module_utils._runtime.load import layout_tar
 
 DEFAULT_ADDRESS = '/run/containerd/containerd.sock'
 K3S_ADDRESS = '/run/k3s/containerd/containerd.sock'

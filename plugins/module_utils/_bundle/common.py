@@ -1,0 +1,86 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every part of the bundle format shares: names, errors, paths, JSON files, the clock.
+
+The layout and formats are described in docs/bundle.md. Standard library + ansible.module_utils only,
+so it runs on target hosts with Python 3.6+. Functions of the bundle package raise
+:class:`BundleError` (or :class:`SpecError`) with a message meant for the operator; modules turn that
+into ``fail_json``. Everything that produces output is written under a temporary sibling name
+``.<name>.tmp-XXXX`` and renamed into place at the end (``_fs``), so a failed run never leaves
+something that looks like a valid bundle.
+"""
+
+import json
+import os
+import re
+import time
+from urllib.parse import unquote, urlparse
+
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
+
+MANIFEST = 'manifest.json'
+SIGNATURE = 'manifest.json.sig'
+FORMAT = 1
+DEFAULT_NAMESPACE = 'ferry-bundle'
+ARTIFACT_ARCHES = ARCHES + ('noarch',)
+BLOB_DIR = 'images/blobs/sha256'
+IMAGES_DIR = 'images'
+SAFE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+
+
+class BundleError(Exception):
+    """An operator-facing error about a bundle, spec, delta or tar."""
+
+
+class DistributeError(Exception):
+    """An operator-facing error selecting or pulling a host's bundle files."""
+
+
+class SpecError(BundleError):
+    """A spec problem; ``path`` is the offending key path, e.g. ``artifacts[2].sha256``."""
+
+    def __init__(self, path, message):
+        self.path = path
+        self.reason = message
+        BundleError.__init__(self, '%s: %s' % (path, message) if path else message)
+
+
+def is_str(value):
+    return isinstance(value, str)
+
+
+def check_relpath(relpath):
+    """Return an error string if ``relpath`` is not a clean relative POSIX path, else None."""
+    if not is_str(relpath) or not relpath:
+        return 'not a non-empty string'
+    if relpath.startswith('/') or '\\' in relpath or '\x00' in relpath:
+        return 'not a relative POSIX path'
+    parts = relpath.split('/')
+    if any(p in ('', '.', '..') for p in parts):
+        return 'contains an empty, "." or ".." component'
+    return None
+
+
+def load_json(path, what):
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except (IOError, OSError) as e:
+        raise BundleError('cannot read %s %s: %s' % (what, path, e.strerror or e))
+    try:
+        return json.loads(raw.decode('utf-8')), raw
+    except ValueError as e:
+        raise BundleError('%s %s is not valid JSON: %s' % (what, path, e))
+
+
+def utc_now():
+    epoch = os.environ.get('SOURCE_DATE_EPOCH')
+    when = int(epoch) if epoch and epoch.isdigit() else time.time()
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(when))
+
+
+
+def url_path(src):
+    """The local path of a ``file://`` URL."""
+    return unquote(urlparse(src).path)

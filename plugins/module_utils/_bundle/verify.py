@@ -1,0 +1,178 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the Ferry project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Verifying a bundle directory against its manifest: every file, unlisted extras, the blobs the images need."""
+
+import fnmatch
+import os
+import stat
+
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, file_mismatch
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, IMAGES_DIR, MANIFEST, SIGNATURE, BundleError, is_str
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import app_digest
+
+
+# Paths a site adds to an unpacked bundle: ./bootstrap writes .ferry-venv/ and collections/, the
+# operator writes inventory/hosts.yml (and group_vars/, host_vars/ next to it), Ansible may write
+# .ansible/. verify_bundle skips them when it looks for unlisted files, and only then: a file the
+# manifest lists is always checked, wherever it is.
+SITE_LOCAL_DIRS = ('.ferry-venv', 'collections', '.ansible', 'inventory/group_vars', 'inventory/host_vars')
+SITE_LOCAL_FILES = ('inventory/hosts.yml',)
+
+
+class ExtraFilter(object):
+    """Decides which unlisted paths of a bundle directory are site-local (skipped, not a problem).
+
+    ``builtin`` enables the fixed list above; ``globs`` are extra :func:`fnmatch.fnmatchcase`
+    patterns matched against the POSIX path relative to the bundle root (``*`` also matches
+    ``/``); a directory that matches one (tried with and without a trailing ``/``) is skipped whole.
+    """
+
+    def __init__(self, globs=None, builtin=True):
+        self.builtin = builtin
+        self.globs = [g for g in (globs or []) if g]
+        for glob in self.globs:
+            if glob.startswith('/') or '..' in glob.split('/'):
+                raise BundleError('ignore_extra: %r must be relative to the bundle and must not contain ..' % glob)
+
+    def _glob(self, rel):
+        return any(fnmatch.fnmatchcase(rel, g) for g in self.globs)
+
+    def skip_dir(self, rel):
+        if self.builtin and any(rel == d or rel.startswith(d + '/') for d in SITE_LOCAL_DIRS):
+            return True
+        return self._glob(rel) or self._glob(rel + '/')
+
+    def skip_file(self, rel):
+        if self.builtin and (rel in SITE_LOCAL_FILES or any(rel.startswith(d + '/') for d in SITE_LOCAL_DIRS)):
+            return True
+        return self._glob(rel)
+
+
+def _scan(bundle_dir, listed, extra_filter=None):
+    """Walk ``bundle_dir`` for verification: ``(on_disk, problems, skipped)``.
+
+    ``on_disk`` holds the regular files (not the manifest and its signature); symlinks and special
+    files are problems. Unlisted paths ``extra_filter`` accepts as site-local are not descended into
+    nor reported: they go to ``skipped`` (directories with a trailing ``/``). A directory holding a
+    listed file is always walked, and a listed file is never skipped.
+    """
+    listed_dirs = set()
+    for rel in listed:
+        parts = rel.split('/')[:-1]
+        for i in range(1, len(parts) + 1):
+            listed_dirs.add('/'.join(parts[:i]))
+    on_disk, problems, skipped = set(), [], []
+    for root, dirs, names in os.walk(bundle_dir):
+        dirs.sort()
+        keep = []
+        for name in dirs:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, bundle_dir).replace(os.sep, '/')
+            if extra_filter is not None and rel not in listed_dirs and extra_filter.skip_dir(rel):
+                skipped.append(rel + '/')
+            elif os.path.islink(full):
+                problems.append('%s: symlinks are not allowed in a bundle (%s)' % (rel, bundle_dir))
+            else:
+                keep.append(name)
+        dirs[:] = keep
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, bundle_dir).replace(os.sep, '/')
+            if rel in (MANIFEST, SIGNATURE):
+                continue
+            if extra_filter is not None and rel not in listed and extra_filter.skip_file(rel):
+                skipped.append(rel)
+                continue
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                problems.append('%s: symlinks are not allowed in a bundle (%s)' % (rel, bundle_dir))
+            elif not stat.S_ISREG(st.st_mode):
+                problems.append('%s: not a regular file (%s)' % (rel, bundle_dir))
+            else:
+                on_disk.add(rel)
+    return on_disk, problems, sorted(skipped)
+
+
+def verify_bundle(bundle_dir, manifest, progress=None, partial=False, extra_filter=None, skipped=None):
+    """Check ``bundle_dir`` against ``manifest``; returns a list of problems (empty = good).
+
+    Checks every listed file (missing, size, sha256 naming expected and
+    actual), files on disk the manifest does not list, image blobs whose content
+    hash differs from their name, image blobs the images need but the bundle
+    lacks, and the artifacts/apps entries against the file list.
+
+    ``partial=True`` is for an unapplied delta: files not in ``delta.present``
+    may be absent. ``progress(n)`` is called with bytes hashed.
+
+    ``extra_filter`` (an :class:`ExtraFilter`) names unlisted site-local paths that are not
+    problems; they are appended to the list ``skipped`` when one is given.
+    """
+    problems = []
+    files = manifest.get('files') or {}
+    delta = manifest.get('delta') or False
+    if partial and not delta:
+        problems.append('%s: partial verification requested but the manifest is not a delta' % bundle_dir)
+        partial = False
+    optional = set(files) - set(delta['present']) if partial else set()
+
+    on_disk, scan_problems, site_local = _scan(bundle_dir, set(files), extra_filter)
+    problems.extend(scan_problems)
+    if skipped is not None:
+        skipped.extend(site_local)
+
+    for rel in sorted(files):
+        entry = files[rel]
+        if rel not in on_disk:
+            if rel not in optional:
+                problems.append('missing file: %s (expected sha256 %s, %d bytes)' % (rel, entry['sha256'], entry['size']))
+            continue
+        full = os.path.join(bundle_dir, rel)
+        mismatch = file_mismatch(full, entry['size'], entry['sha256'], progress)
+        if mismatch and mismatch[0] == 'size':
+            problems.append('size mismatch: %s: expected %d bytes, actual %d bytes' % (rel, entry['size'], mismatch[1]))
+        elif mismatch:
+            problems.append('sha256 mismatch: %s: expected %s, actual %s' % (rel, entry['sha256'], mismatch[1]))
+        elif rel.startswith(BLOB_DIR + '/') and rel.rsplit('/', 1)[-1] != entry['sha256']:
+            problems.append('image blob %s: content sha256 is %s, not its name' % (rel, entry['sha256']))
+    for rel in sorted(on_disk - set(files)):
+        problems.append('unlisted file: %s (not in the manifest)' % rel)
+
+    if not partial:
+        for digest, referrer in ImageStore(os.path.join(bundle_dir, IMAGES_DIR)).references(_image_tops(manifest)):
+            if not is_str(digest) or not digest.startswith('sha256:') or not HEX64_RE.match(digest[7:]):
+                problems.append('%s references an invalid digest %r' % (referrer, digest))
+                continue
+            rel = '%s/%s' % (BLOB_DIR, digest[7:])
+            if rel not in on_disk:
+                problems.append('image blob missing: %s (needed by %s)' % (rel, referrer))
+
+    for art in manifest.get('artifacts') or []:
+        entry = files.get(art.get('path'))
+        if entry is None:
+            problems.append('artifact %s/%s: %s is not in files' % (art.get('arch'), art.get('name'), art.get('path')))
+        elif entry['sha256'] != art.get('sha256'):
+            problems.append('artifact %s/%s: sha256 expected %s, files lists %s' % (
+                art.get('arch'), art.get('name'), art.get('sha256'), entry['sha256']))
+    for app in manifest.get('apps') or []:
+        prefix = '%s/' % app.get('path')
+        entries = [(rel[len(prefix):], e['sha256']) for rel, e in files.items() if rel.startswith(prefix)]
+        actual = app_digest(entries)
+        if actual != app.get('sha256'):
+            problems.append('app %s %s: sha256 expected %s, actual %s' % (
+                app.get('name'), app.get('version'), app.get('sha256'), actual))
+    return problems
+
+
+def _image_tops(manifest):
+    """(digest, referrer) of every image and platform manifest the bundle manifest names."""
+    tops = []
+    for img in manifest.get('images') or []:
+        if not isinstance(img, dict):
+            continue
+        label = 'image %s' % img.get('ref')
+        tops.append((img.get('digest'), label))
+        for plat, digest in sorted((img.get('platforms') or {}).items()):
+            tops.append((digest, '%s (%s)' % (label, plat)))
+    return tops
