@@ -30,6 +30,8 @@ from _bench import MIB, ROOT, log, mib, must, random_file, ratio, run, scaled_si
 
 from ferry_run import ansible  # noqa: E402
 
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.keys import signing_key  # noqa: E402
+
 
 def tree_bytes(root):
     total = 0
@@ -179,13 +181,7 @@ def bench(opts, components, size, work, prefix, docker):
         images_v1.append(('registry.bench.local/shop/comp%d:1.0' % i, archive))
     prep = time.time() - t0
 
-    key = os.path.join(work, 'release_key')
-    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'bench@ferry', '-f', key])
-    with open(key + '.pub') as f:
-        pub = f.read().split()
-    signers = os.path.join(work, 'allowed_signers')
-    with open(signers, 'w') as f:
-        f.write('bench@ferry namespaces="ferry-bundle" %s %s\n' % (pub[0], pub[1]))
+    key, signers = signing_key(work, 'bench@ferry')
     common = ['-e', 'bundle_wheels=false', '-e', 'bundle_signing_key=' + key, '-e', 'bundle_signing_identity=bench@ferry']
 
     # --- 1. bundle v1 vs the docker save tars

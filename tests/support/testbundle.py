@@ -56,7 +56,7 @@ import yaml
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 sys.path.insert(0, os.path.join(TOP, '.collections'))
-from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import images as builder  # noqa: E402
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import images as builder, keys  # noqa: E402
 ARCHES = {'x86_64': 'amd64', 'aarch64': 'arm64'}
 PACKAGES = ('containerd', 'runc', 'containernetworking-plugins', 'busybox-static')
 IMAGE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: mtime of every image file, config "created"
@@ -309,10 +309,9 @@ def ensure_key(keys_dir):
     key = os.path.join(keys_dir, 'ferry-test')
     if not os.path.exists(key):
         os.makedirs(keys_dir, exist_ok=True)
-        subprocess.check_call(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'ferry-test', '-f', key])
+        keys.keygen(keys_dir, 'ferry-test')
     signers = os.path.join(keys_dir, 'allowed_signers')
-    pub = _read(key + '.pub').decode().split()
-    line = 'ferry-test namespaces="ferry-bundle" %s %s\n' % (pub[0], pub[1])
+    line = keys.allowed_signers_line('ferry-test', key)
     if not os.path.exists(signers) or _read(signers).decode() != line:
         write_atomic(signers, line.encode())
     return key, signers

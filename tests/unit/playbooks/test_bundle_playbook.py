@@ -18,6 +18,7 @@ from ansible_collections.ferry.airgap.tests.support.ferry_run import PROJECT, an
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import META
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
     Image, digest, docker_legacy_entries, layer, push_image, write_layout, write_tar)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.keys import signing_key
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.registry import run_registry
 
@@ -78,13 +79,7 @@ def make_inputs(base, images=None, arches=('x86_64', 'aarch64'), bad_sha=False, 
 
 
 def make_key(base):
-    key = str(base / 'release_key')
-    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', IDENTITY, '-f', key], check=True)
-    with open(key + '.pub') as f:
-        pub = f.read().split()
-    signers = write(base / 'allowed_signers',
-                    ('%s namespaces="ferry-bundle" %s %s\n' % (IDENTITY, pub[0], pub[1])).encode('utf-8'))
-    return key, signers
+    return signing_key(base, IDENTITY)
 
 
 def build(spec, dest, key, *extra):

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import keygen, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.keys import keygen
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.containerd import containerd, namespace  # noqa: F401
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.registry import registry  # noqa: F401
 

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 
 # The only module_utils imports of this file.
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
@@ -114,12 +113,6 @@ def finish(root, version='1.0', key=None):
     if key:
         sign(None, os.path.join(str(root), MANIFEST), key)
     return manifest
-
-
-def keygen(directory, name):
-    path = os.path.join(str(directory), name)
-    subprocess.check_call(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', path])
-    return path
 
 
 def tree(root):
