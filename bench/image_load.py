@@ -198,7 +198,9 @@ def warm(paths):
 
 def binaries(work):
     """containerd, ctr, containerd-shim-runc-v2 and runc from testbundle.py's cache, into work/bin."""
-    run([sys.executable, os.path.join(ROOT, 'tests', 'support', 'testbundle.py'), '--spec-only'], cwd=ROOT)
+    # The newest Debian builds (the pins' 'new'): testbundle.py puts them in releases after 1.0.x.
+    run([sys.executable, os.path.join(ROOT, 'tests', 'support', 'testbundle.py'), '--spec-only', '--version', '1.1.0'],
+        cwd=ROOT)
     cache = os.path.join(ROOT, 'tests', 'output', 'cache')
     with open(os.path.join(cache, 'versions.json')) as fh:
         versions = json.load(fh)
