@@ -69,7 +69,7 @@ def build_bundle(root, mib):
         'type': 'layers', 'diff_ids': [layer['digest'] for layer in layers]}})
     cdigest, csize = store.put_bytes(config)
     manifest = canonical_json({'schemaVersion': 2, 'mediaType': MT_OCI_MANIFEST, 'layers': layers,
-                                    'config': {'mediaType': MT_OCI_CONFIG, 'digest': cdigest, 'size': csize}})
+                               'config': {'mediaType': MT_OCI_CONFIG, 'digest': cdigest, 'size': csize}})
     mdigest, msize = store.put_bytes(manifest)
     store.set_ref('bench/app:1.0', [{'mediaType': MT_OCI_MANIFEST, 'digest': mdigest, 'size': msize,
                                      'platform': {'os': 'linux', 'architecture': 'amd64'}}])

@@ -60,7 +60,7 @@ def make_bundle(root, arches=('x86_64', 'aarch64'), big=300 * 1024, name='shop',
     if 'x86_64' in arches:
         store.set_ref('demo/tool:1.0', [_put_image(store, Image('x86_64', layers=[layer({'tool': b'x86 only'})]))])
     manifest = build_manifest(root, {'name': name, 'version': version, 'arches': list(arches),
-                                       'created': '2024-06-01T00:00:00Z'})
+                                     'created': '2024-06-01T00:00:00Z'})
     write_manifest(root, manifest)
     return manifest
 
