@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What AnsiballZ ships to a host for each module: payload bytes and the module_utils files it carries.
 
 Runs each module once against localhost with ANSIBLE_KEEP_REMOTE_FILES=1 (arguments that make it

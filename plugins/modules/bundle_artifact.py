@@ -96,7 +96,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import SAFE_NAME_RE, BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import ARTIFACT_ARCHES, SAFE_NAME_RE, BundleError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.fetch import artifact_path, fetch_artifact
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import file_name_of
 
@@ -106,7 +106,7 @@ def main():
         argument_spec=dict(
             path=dict(type='path', required=True),
             name=dict(type='str', required=True),
-            arch=dict(type='str', required=True, choices=['x86_64', 'aarch64', 'noarch']),
+            arch=dict(type='str', required=True, choices=list(ARTIFACT_ARCHES)),
             src=dict(type='str', required=True),
             sha256=dict(type='str', required=True),
             dest=dict(type='str'),

@@ -98,7 +98,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write, read_bytes
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE, BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DEFAULT_NAMESPACE, MANIFEST, SIGNATURE, BundleError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import (
     build_delta, delta_manifest, digest_inventory)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
@@ -113,7 +113,7 @@ def main():
             base=dict(type='path', required=True),
             dest=dict(type='path', required=True),
             key=dict(type='path', no_log=False),
-            namespace=dict(type='str', default='ferry-bundle'),
+            namespace=dict(type='str', default=DEFAULT_NAMESPACE),
         ),
         supports_check_mode=True,
     )

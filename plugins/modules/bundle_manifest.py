@@ -102,8 +102,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry.airgap.plugins.module_utils import _cli
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json, sha256_bytes
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write, read_bytes
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    MANIFEST, SIGNATURE, BundleError, utc_now)
+    DEFAULT_NAMESPACE, MANIFEST, SIGNATURE, BundleError, utc_now)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign_bytes
 
@@ -122,11 +123,11 @@ def main():
             path=dict(type='path', required=True),
             name=dict(type='str', required=True),
             version=dict(type='str', required=True),
-            arches=dict(type='list', elements='str', required=True, choices=['x86_64', 'aarch64']),
+            arches=dict(type='list', elements='str', required=True, choices=list(ARCHES)),
             created=dict(type='str'),
             images=dict(type='list', elements='dict'),
             key=dict(type='path', no_log=False),
-            namespace=dict(type='str', default='ferry-bundle'),
+            namespace=dict(type='str', default=DEFAULT_NAMESPACE),
         ),
         supports_check_mode=True,
     )

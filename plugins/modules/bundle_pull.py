@@ -195,7 +195,7 @@ def main():
     result = dict(changed=False, fetched=[], resumed=[], present=0, pruned=[], bytes_transferred=0, bytes_fetched=0,
                   bytes_total=0)
     mirror = Mirror(p['dest'], p['url'], timeout=p['timeout'], retries=max(0, p['retries']),
-                      retry_delay=max(0.0, p['retry_delay']))
+                    retry_delay=max(0.0, p['retry_delay']))
     error = None
     try:
         files = check_files(p['files'])

@@ -117,6 +117,7 @@ apps:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.select import select
 
@@ -125,7 +126,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type='path', required=True),
-            arch=dict(type='str', required=True, choices=['x86_64', 'aarch64']),
+            arch=dict(type='str', required=True, choices=list(ARCHES)),
             artifacts=dict(type='list', elements='str', default=[]),
             images=dict(type='list', elements='str'),
             apps=dict(type='list', elements='str', default=[]),

@@ -207,7 +207,7 @@ def _check_signature(module, bundle_dir, raw, result):
         sig['message'] = 'not checked: %s is missing' % sig_path
         return
     out = verify_signature(_cli.Runner(module), os.path.join(bundle_dir, MANIFEST), p['allowed_signers'], p['identity'],
-                             p['namespace'], data=raw)
+                           p['namespace'], data=raw)
     sig.update(verified=True, principal=out['principal'], message=out['message'])
 
 
@@ -281,7 +281,7 @@ def _verify(module, result, counter, cleanup, timer):
         # Site-local paths are skipped in a directory, never in what a tar unpacked.
         dir_filter = None if staged else extra_filter
         result['problems'] = verify_bundle(bundle_dir, manifest, progress=counter, partial=incomplete_delta,
-                                             extra_filter=dir_filter, skipped=result['site_local'])
+                                           extra_filter=dir_filter, skipped=result['site_local'])
         result.update(path=path, complete=not incomplete_delta,
                       files_checked=len(manifest['delta']['present']) if incomplete_delta else len(files))
         if staged and not result['problems'] and p['dest']:

@@ -80,7 +80,6 @@ def utc_now():
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(when))
 
 
-
 def url_path(src):
     """The local path of a ``file://`` URL."""
     return unquote(urlparse(src).path)

@@ -68,7 +68,6 @@ def check_files(files):
     return out
 
 
-
 def _stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 

@@ -118,7 +118,6 @@ def import_oci_archive(store, path, ref, arches=ARCHES):
         return copy_image(store, source, top, ref, list(arches))
 
 
-
 def _annotation_names(desc):
     notes = desc.get('annotations') or {}
     return [n for n in (notes.get(REF_ANNOTATION), notes.get(CONTAINERD_ANNOTATION)) if n]

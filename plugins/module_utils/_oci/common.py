@@ -101,8 +101,6 @@ class Peeked(object):
         self._fileobj.close()
 
 
-
-
 def doc_media_type(doc):
     """Media type of a manifest or index document that may not state it."""
     if not isinstance(doc, dict):

@@ -319,7 +319,7 @@ def test_delta_ships_only_new_files_and_reconstructs(tmp_path, keys):
     base_files = read_manifest(v1)[0]['files']
     base_hashes = set(e['sha256'] for e in base_files.values())
     summary = build_delta(v2, digest_inventory(v1), str(tmp_path / 'delta'),
-                            signer=lambda p: sign(None, p, keys['good']))
+                          signer=lambda p: sign(None, p, keys['good']))
     delta, _raw = read_manifest(str(tmp_path / 'delta'))
     present = delta['delta']['present']
     assert sorted(present) == sorted(r for r, e in full['files'].items() if e['sha256'] not in base_hashes)

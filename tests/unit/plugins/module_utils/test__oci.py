@@ -322,7 +322,7 @@ def test_platform_plan_lists_one_platforms_blobs(tmp_path):
     arm_image = Image('aarch64', layers=[layer({'b': b'2'})])
     store = store_at(tmp_path)
     sync_images(store, [{'ref': REF, 'docker_archive': legacy(tmp_path, 'a.tar', [amd_image])},
-                             {'ref': REF, 'docker_archive': legacy(tmp_path, 'b.tar', [arm_image])}])
+                        {'ref': REF, 'docker_archive': legacy(tmp_path, 'b.tar', [arm_image])}])
     platforms = store.images()[0]['platforms']
     needed = [blob[:2] for blob in platform_plan(store, REF, 'linux/amd64')['blobs']]
     top = store.entry(REF)

@@ -141,7 +141,7 @@ def test_layout_tar_stops_before_a_corrupt_blob_is_complete(store):
     sent = []
     with pytest.raises(BlobMismatchError) as info:
         for chunk in layout_tar(store, {'manifests': []}, plan['blobs'], progress=sent.append,
-                                  describe=lambda d: 'blob %s (test)' % d):
+                                describe=lambda d: 'blob %s (test)' % d):
             out.append(chunk)
     assert info.value.digest == bad[0] and info.value.actual.startswith('sha256:') and info.value.actual != bad[0]
     assert str(info.value) == "blob %s (test) in store '%s' is corrupt: expected %s, actual %s" % (
