@@ -27,10 +27,11 @@ options:
     type: path
     required: true
   images:
-    description: The images to put into the store.
+    description:
+      - The images to put into the store.
+      - Exactly one of O(images) and O(spec) is required.
     type: list
     elements: dict
-    required: true
     suboptions:
       ref:
         description:
@@ -57,7 +58,7 @@ options:
             description: User for Basic auth or for the Bearer token service.
             type: str
           password:
-            description: Password of O(images[].registry.username).
+            description: Password of O(images[].registry.username). Never logged (C(no_log)).
             type: str
           insecure:
             description:
@@ -80,6 +81,15 @@ options:
             must be present in the image), and a single-platform archive must be one of them.
         type: str
         choices: [x86_64, aarch64]
+  spec:
+    description:
+      - A bundle spec file (C(docs/bundle.md)), validated as M(ferry.airgap.bundle_spec) does - its C(images)
+        (relative paths against the spec file's directory) are imported for its C(arches); O(arches) is not used.
+      - Registry credentials (C(images[].registry.username) and C(password)) are read from the file inside the
+        module, so they never travel through task arguments, registered results or facts; should any output
+        echo a password, it is masked as a C(no_log) value would be.
+      - Exactly one of O(images) and O(spec) is required.
+    type: path
   arches:
     default: [x86_64, aarch64]
   state:
@@ -121,6 +131,11 @@ EXAMPLES = r"""
           username: builder
           password: "{{ registry_password }}"
     arches: [x86_64, aarch64]
+
+- name: Collect the images a bundle spec lists, registry credentials included (playbooks/bundle.yml)
+  ferry.airgap.bundle_images:
+    store: "{{ bundle_dir }}/images"
+    spec: /srv/build/shop-2024.06.1.yml
 """
 
 RETURN = r"""
@@ -168,10 +183,12 @@ bytes_skipped:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file
 
-ARCHES = ['x86_64', 'aarch64']
 
 REGISTRY_SPEC = dict(
     ref=dict(type='str', required=True),
@@ -187,16 +204,17 @@ IMAGE_SPEC = dict(
     docker_archive=dict(type='path'),
     oci_archive=dict(type='path'),
     registry=dict(type='dict', options=REGISTRY_SPEC),
-    arch=dict(type='str', choices=ARCHES),
+    arch=dict(type='str', choices=list(ARCHES)),
 )
 
 SOURCES = ['docker_archive', 'oci_archive', 'registry']
 
 ARGUMENT_SPEC = dict(
     store=dict(type='path', required=True),
-    images=dict(type='list', elements='dict', required=True, options=IMAGE_SPEC,
+    images=dict(type='list', elements='dict', options=IMAGE_SPEC,
                 mutually_exclusive=[SOURCES], required_one_of=[SOURCES]),
-    arches=dict(type='list', elements='str', choices=ARCHES, default=ARCHES),
+    spec=dict(type='path'),
+    arches=dict(type='list', elements='str', choices=list(ARCHES), default=list(ARCHES)),
     state=dict(type='str', choices=['present'], default='present'),
 )
 
@@ -216,10 +234,18 @@ def run(params, check_mode):
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=[('images', 'spec')],
+                           required_one_of=[('images', 'spec')], supports_check_mode=True)
+    params = module.params
     try:
-        result, before, after = run(module.params, module.check_mode)
-    except (ValueError, OSError) as exc:
+        if params['spec']:
+            spec = load_spec_file(params['spec'])
+            # The spec's registry passwords stay in this process; masked like no_log values should output echo one.
+            module.no_log_values.update(
+                i['registry']['password'] for i in spec['images'] if (i.get('registry') or {}).get('password'))
+            params = dict(params, images=spec['images'], arches=spec['arches'])
+        result, before, after = run(params, module.check_mode)
+    except (ValueError, OSError, BundleError) as exc:
         module.fail_json(msg=str(exc))
     if module._diff:
         result['diff'] = dict(before=before, after=after)

@@ -157,6 +157,27 @@ site_local:
   type: list
   elements: str
   sample: [.ferry-venv/, collections/, inventory/hosts.yml]
+ansible_facts:
+  description:
+    - Facts set on the host the task ran on, when the verified bundle is a directory (a bundle directory in
+      O(path), or a tar or delta placed in O(dest)); not for a tar verified without O(dest).
+  returned: success, when the verified bundle is a directory
+  type: complex
+  contains:
+    ferry_bundle:
+      description:
+        - The verified bundle for the plays that follow (C(playbooks/verify.yml) sets it on the deploy node,
+          role C(ferry.airgap.ferry) hands it to every host).
+        - C(dir) (the bundle directory), C(name), C(version), C(arches), C(images) (refs) and C(artifacts)
+          (names, each once) from its manifest.
+      type: dict
+      sample:
+        dir: /opt/ferry/bundles/shop-2024.06.1
+        name: shop
+        version: 2024.06.1
+        arches: [x86_64, aarch64]
+        images: ["registry.example/shop/web:1.4"]
+        artifacts: [containerd, runc, cni-plugins]
 problems:
   description: Every problem found; empty on success.
   returned: always
@@ -340,6 +361,17 @@ def main():
     if result['problems']:
         module.fail_json(msg='bundle %s failed verification (%d problems): %s' % (
             result['path'], len(result['problems']), '; '.join(result['problems'])), **result)
+    if os.path.isfile(os.path.join(result['path'], MANIFEST)):
+        # The verified bundle directory, as the fact ferry_bundle for the plays that follow.
+        try:
+            manifest = read_manifest(result['path'])[0]
+        except BundleError as e:
+            module.fail_json(msg=str(e), **result)
+        names = [a.get('name') for a in manifest.get('artifacts') or []]
+        result['ansible_facts'] = dict(ferry_bundle=dict(
+            dir=result['path'], name=manifest.get('name'), version=manifest.get('version'),
+            arches=manifest.get('arches') or [], images=[i.get('ref') for i in manifest.get('images') or []],
+            artifacts=[n for i, n in enumerate(names) if n not in names[:i]]))
     module.exit_json(**result)
 
 

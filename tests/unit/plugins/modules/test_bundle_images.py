@@ -144,3 +144,46 @@ def test_manifest_digest_matches_oci_archive(capsys, tmp_path):
     assert code == 0, result
     assert result['images'] == [{'ref': REF, 'digest': digest(amd.manifest()),
                                  'platforms': {'linux/amd64': digest(amd.manifest())}}]
+
+
+# --------------------------------------------------------------------------- images from a spec file
+
+def write_spec(path, images, arches=('x86_64', 'aarch64')):
+    spec = {'name': 'shop', 'version': '1.0', 'arches': list(arches), 'artifacts': [], 'images': images, 'apps': []}
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return str(path)
+
+
+def test_images_from_a_spec_file(capsys, tmp_path, archives):
+    # paths relative to the spec file, as bundle_spec resolves them; the spec's arches apply
+    spec = write_spec(tmp_path / 'spec.yml', [
+        {'ref': REF, 'docker_archive': 'amd.tar', 'arch': 'x86_64'},
+        {'ref': 'registry.ferry.local/demo/db:16', 'oci_archive': 'db.tar'}], arches=['x86_64'])
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': spec})
+    assert code == 0, result
+    assert result['added'] == [REF, 'registry.ferry.local/demo/db:16']
+    assert [sorted(i['platforms']) for i in result['images']] == [['linux/amd64'], ['linux/amd64']]
+    code, again = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': spec})
+    assert code == 0 and again['changed'] is False and again['images'] == result['images']
+
+
+def test_spec_registry_password_stays_in_the_module(capsys, tmp_path):
+    port = free_port()
+    source = '127.0.0.1:%d/demo/web:1.0' % port
+    spec = write_spec(tmp_path / 'spec.yml', [
+        {'ref': REF, 'registry': {'ref': source, 'username': 'u', 'password': 'Spec-only-s3cret'}}])
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': spec})
+    assert code == 1
+    assert 'cannot reach registry http://127.0.0.1:%d' % port in result['msg'] and source in result['msg']
+    assert 'Spec-only-s3cret' not in json.dumps(result)
+
+
+def test_spec_and_images_are_exclusive(capsys, tmp_path, archives):
+    spec = write_spec(tmp_path / 'spec.yml', [{'ref': REF, 'docker_archive': 'amd.tar', 'arch': 'x86_64'}])
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': spec,
+                                       'images': [{'ref': REF, 'docker_archive': archives['amd']}]})
+    assert code == 1 and 'mutually exclusive' in result['msg']
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store')})
+    assert code == 1 and 'one of the following is required: images, spec' in result['msg']
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': str(tmp_path / 'missing.yml')})
+    assert code == 1 and 'missing.yml' in result['msg']

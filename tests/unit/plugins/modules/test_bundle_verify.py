@@ -41,6 +41,12 @@ def test_good_bundle(tmp_path, capsys, keys):
     assert result['bytes_checked'] == sum(e['size'] for e in manifest['files'].values())
     assert result['complete'] and result['images'][0]['ref'] == 'registry.example/shop/web:1.0'
     assert 'mb_per_s' in result and result['seconds'] >= 0
+    # the verified bundle comes back as the fact ferry_bundle (verify.yml no longer reads the manifest itself)
+    assert result['ansible_facts']['ferry_bundle'] == {
+        'dir': root, 'name': manifest['name'], 'version': manifest['version'], 'arches': manifest['arches'],
+        'images': [i['ref'] for i in manifest['images']],
+        'artifacts': sorted(set(a['name'] for a in manifest['artifacts']), key=[a['name'] for a in manifest['artifacts']].index)}
+    assert result['ansible_facts']['ferry_bundle']['artifacts']
     # check mode on a directory still verifies
     write(os.path.join(root, 'extra'), 'x')
     result, code = run_module(bundle_verify, args(keys, root), capsys, check_mode=True)
