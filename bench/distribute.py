@@ -26,7 +26,8 @@ from _bench import MIB, log, must, random_file, run, start_testhost, wait_booted
 
 from ferry_run import run_playbook  # noqa: E402
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest, write_manifest  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import write_manifest  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import canonical_json  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore  # noqa: E402

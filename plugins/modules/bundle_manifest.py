@@ -105,7 +105,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, a
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
     DEFAULT_NAMESPACE, MANIFEST, SIGNATURE, BundleError, utc_now)
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign_bytes
 
 

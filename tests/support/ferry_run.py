@@ -41,8 +41,7 @@ class Run(object):
         """The callback's task entries ({'task': {name, duration}, 'hosts': {host: result}}), of every play or one."""
         plays = self.data.get('plays', [])
         for entry in (plays if play is None else plays[play:play + 1]):
-            for task in entry['tasks']:
-                yield task
+            yield from entry['tasks']
 
     def task_results(self, task_name):
         """{host: result} of the first task whose name contains ``task_name``."""

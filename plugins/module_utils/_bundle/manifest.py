@@ -1,18 +1,16 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The bundle manifest: every file with its size and sha256, the images (from the one OCI store), apps, artifacts."""
+"""The bundle manifest: parsing, reading and writing it, the files it may list, app digests (building one: :mod:`build`)."""
 
 import json
 import os
 import stat
 
-from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, pretty_json, sha256_bytes, sha256_file
+from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, pretty_json, sha256_bytes
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write
-from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError
-from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    ARTIFACT_ARCHES, BLOB_DIR, FORMAT, IMAGES_DIR, MANIFEST, SIGNATURE, BundleError, check_relpath, is_str, utc_now)
+    FORMAT, MANIFEST, SIGNATURE, BundleError, check_relpath, is_str)
 
 
 def walk_files(bundle_dir):
@@ -41,68 +39,6 @@ def app_digest(entries):
     """sha256 of an app's sorted listing: one ``<sha256>  <path relative to the app dir>\\n`` line per file."""
     listing = ''.join('%s  %s\n' % (sha, rel) for rel, sha in sorted(entries))
     return sha256_bytes(listing.encode('utf-8'))
-
-
-def images_from_layout(bundle_dir):
-    """The manifest's ``images`` entries: what the bundle's one OCI store says it holds (none without a store)."""
-    store = ImageStore(os.path.join(bundle_dir, IMAGES_DIR))
-    if not os.path.isfile(os.path.join(store.path, 'index.json')):
-        return []
-    try:
-        return store.images()
-    except OciError as exc:
-        raise BundleError('images/: %s' % exc)
-
-
-def build_manifest(bundle_dir, meta, progress=None):
-    """Hash every file of ``bundle_dir`` and return the manifest dict (does not write it).
-
-    ``meta``: ``name``, ``version``, ``arches`` (required); optional ``created``
-    (default: now, or ``SOURCE_DATE_EPOCH``), ``images`` (default: read from
-    ``images/index.json``), ``base``, ``delta``.
-    """
-    for key in ('name', 'version', 'arches'):
-        if not meta.get(key):
-            raise BundleError('manifest meta: %s is required' % key)
-    if not os.path.isdir(bundle_dir):
-        raise BundleError('bundle directory %s does not exist' % bundle_dir)
-    files = {}
-    for rel in walk_files(bundle_dir):
-        sha, size = sha256_file(os.path.join(bundle_dir, rel), progress)
-        files[rel] = {'size': size, 'sha256': sha}
-
-    artifacts = []
-    apps = {}
-    for rel, entry in files.items():
-        parts = rel.split('/')
-        if parts[0] == 'artifacts':
-            if len(parts) != 4 or parts[1] not in ARTIFACT_ARCHES:
-                raise BundleError('%s: artifacts must be stored as artifacts/<%s>/<name>/<file>' % (
-                    rel, '|'.join(ARTIFACT_ARCHES)))
-            artifacts.append({'name': parts[2], 'arch': parts[1], 'path': rel,
-                              'sha256': entry['sha256'], 'size': entry['size']})
-        elif parts[0] == 'apps':
-            if len(parts) < 4:
-                raise BundleError('%s: app files must be stored as apps/<name>/<version>/...' % rel)
-            apps.setdefault((parts[1], parts[2]), []).append(('/'.join(parts[3:]), entry['sha256']))
-        elif rel.startswith(BLOB_DIR + '/') and HEX64_RE.match(parts[-1]) and parts[-1] != entry['sha256']:
-            raise BundleError('%s: image blob content has sha256 %s, not its name' % (rel, entry['sha256']))
-
-    manifest = {
-        'format': FORMAT,
-        'name': meta['name'],
-        'version': meta['version'],
-        'created': meta.get('created') or utc_now(),
-        'arches': list(meta['arches']),
-        'files': files,
-        'images': meta['images'] if meta.get('images') is not None else images_from_layout(bundle_dir),
-        'apps': [{'name': n, 'version': v, 'path': 'apps/%s/%s' % (n, v), 'sha256': app_digest(entries)}
-                 for (n, v), entries in sorted(apps.items())],
-        'artifacts': sorted(artifacts, key=lambda a: a['path']),
-        'base': meta.get('base'),
-        'delta': meta.get('delta') or False,
-    }
-    return manifest
 
 
 def write_manifest(bundle_dir, manifest):

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 from ansible_collections.ferry.airgap.tests.support.ferry_run import PROJECT, ansible
 

@@ -6,8 +6,13 @@ import pytest
 
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.keys import keygen
-from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.containerd import containerd, namespace  # noqa: F401
-from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.registry import registry  # noqa: F401
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import containerd as containerd_support
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import registry as registry_support
+
+# the fixtures test_support defines, offered to every plugin test
+containerd = containerd_support.containerd
+namespace = containerd_support.namespace
+registry = registry_support.registry
 
 
 @pytest.fixture(scope='session')

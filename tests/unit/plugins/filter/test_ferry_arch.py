@@ -29,4 +29,3 @@ def test_unknown_and_empty_come_back_for_the_caller_to_report(machine, expected)
 
 def test_registered_under_its_name():
     assert FilterModule().filters() == {'ferry_arch': ferry_arch}
-

@@ -14,8 +14,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import apply_delta, build_delta, digest_inventory
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.fetch import artifact_path, fetch_artifact
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import (
-    build_manifest, images_from_layout, parse_manifest, read_manifest, write_manifest)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest, images_from_layout
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import parse_manifest, read_manifest, write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import _created_epoch, pack, unpack
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign, verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file, validate_spec

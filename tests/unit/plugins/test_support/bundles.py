@@ -10,7 +10,8 @@ import os
 # The only module_utils imports of this file.
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import build_manifest, write_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 
 from .images import GOARCH, Image, digest, gzip_bytes, layer, put_image, store_with, write_layout
