@@ -35,6 +35,7 @@ GC_CONTENT_LABEL = 'containerd.io/gc.ref.content.'
 
 _ENOSPC_RE = re.compile(r'(?:write|open|mkdir|create|rename|link|sync)\s+(/\S+?):\s+no space left on device')
 _NOT_FOUND_RE = re.compile(r'content digest (sha256:[0-9a-f]{64}): not found')
+_PARENT_GONE_RE = re.compile(r'parent snapshot (sha256:[0-9a-f]{64}) does not exist')
 _UNPACKING_RE = re.compile(r'unpacking (\S+) \((sha256:[0-9a-f]{64})\)\.\.\.(done)?')
 
 
@@ -222,7 +223,9 @@ class Ctr(object):
            real refs exist, their content may be what ``blobs`` leaves out).
         Any failure removes the staging names: no requested ref is touched unless every image got in.
         When containerd lost a blob ``blobs`` left out (collected between the listing and the import),
-        the import is retried once with every blob of ``plans``.
+        or collected a layer snapshot the unpack was about to build on (shared with an image being
+        dropped: ctr does not lease snapshots it finds), the import is retried once with every blob
+        of ``plans``.
         """
         staged = [staging_name(p['ref'], p['top']['digest']) for p in plans]
         refs = ', '.join(p['ref'] for p in plans)
@@ -231,13 +234,14 @@ class Ctr(object):
                 self._import(layout_tar(store, self._index(plans, staged), blobs, progress, describe), platform,
                              unpack, 'the import of %s' % refs)
             except ContainerdError as exc:
-                lost = set(_NOT_FOUND_RE.findall(exc.details.get('stderr') or ''))
+                stderr = exc.details.get('stderr') or ''
+                lost = set(_NOT_FOUND_RE.findall(stderr))
                 everything = []
                 for blob in (b for p in plans for b in p['blobs']):
                     if all(blob[0] != b[0] for b in everything):
                         everything.append(blob)
                 left_out = set(b[0] for b in everything) - set(b[0] for b in blobs)
-                if not lost or not lost <= left_out:
+                if not (lost and lost <= left_out) and not _PARENT_GONE_RE.search(stderr):
                     raise
                 self._import(layout_tar(store, self._index(plans, staged), everything, progress, describe), platform,
                              unpack, 'the import of %s' % refs)

@@ -3,6 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """_containerd.Ctr against a real, private containerd 1.6, and the ctr behaviours it relies on."""
 
+import io
 import os
 import socket
 import tarfile
@@ -78,6 +79,43 @@ def test_load_resends_content_collected_after_the_listing(containerd, namespace,
     ctr.load(store, [plan], [b for b in plan['blobs'] if b[0] not in held], 'linux/amd64', progress=sent.append)
     assert len(sent) == len(plan['blobs'])  # first import failed (not found), the retry sent everything
     assert ctr.is_loaded(plan, ctr.images(), ctr.content(), ctr.snapshots())
+
+
+class _ScriptedRunner(object):
+    """Answers ``images import`` from a script of (rc, stderr) and counts the blobs each import carried."""
+
+    def __init__(self, imports):
+        self.imports = list(imports)
+        self.members = []
+
+    def run(self, argv):
+        return 0, 'REF TYPE DIGEST SIZE PLATFORMS LABELS\n', ''
+
+    def stream(self, argv, chunks):
+        data = b''.join(chunks)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            self.members.append(len([n for n in tar.getnames() if n.startswith('blobs/')]))
+        rc, err = self.imports.pop(0)
+        return rc, '', err
+
+
+PARENT_GONE = ('ctr: failed to prepare extraction snapshot "extract-1 sha256:%s": parent snapshot sha256:%s does '
+               'not exist: not found\n' % ('1' * 64, '2' * 64))
+
+
+def test_load_retries_with_every_blob_when_a_parent_snapshot_was_collected(store):
+    plan = platform_plan(store, WEB, 'linux/arm64')
+    runner = _ScriptedRunner([(1, PARENT_GONE), (0, ''), (0, '')])
+    C.Ctr(['ctr'], '/run/x.sock', 'ns', runner).load(store, [plan], plan['blobs'][:1], 'linux/arm64')
+    assert runner.members == [1, len(plan['blobs']), 0]  # first import, the retry with everything, the tagging
+
+
+def test_load_does_not_retry_other_failures(store):
+    plan = platform_plan(store, WEB, 'linux/arm64')
+    runner = _ScriptedRunner([(1, 'ctr: failed to extract layer: invalid tar header\n')])
+    with pytest.raises(C.ContainerdError, match='invalid tar header'):
+        C.Ctr(['ctr'], '/run/x.sock', 'ns', runner).load(store, [plan], plan['blobs'][:1], 'linux/arm64')
+    assert runner.members == [1]
 
 
 def test_is_loaded_conditions():

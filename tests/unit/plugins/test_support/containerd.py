@@ -37,6 +37,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
+
+# collect garbage right after each change, as a busy node eventually does: tests that wait for
+# garbage collection do not depend on the scheduler's pacing, and races with it show up here
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 1
+  mutation_threshold = 1
+  schedule_delay = "0s"
 """
 
 
