@@ -201,7 +201,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest impo
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import (
     check_chunks, describe_source, resolve_pack, unpack)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import ExtraFilter, verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 
 
 class _Counter(object):

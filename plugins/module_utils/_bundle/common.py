@@ -21,6 +21,12 @@ from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCH
 
 MANIFEST = 'manifest.json'
 SIGNATURE = 'manifest.json.sig'
+# The site kit's checksums (sha256sum format) and their signature: what a site checks with ssh-keygen
+# and coreutils alone before it runs anything from the bundle (docs/bundle.md, First install). Like
+# the manifest and its signature they are not listed in the manifest; verification derives them.
+KIT_SUMS = 'kit.sha256'
+KIT_SIG = 'kit.sha256.sig'
+RESERVED = (MANIFEST, SIGNATURE, KIT_SUMS, KIT_SIG)
 FORMAT = 1
 DEFAULT_NAMESPACE = 'ferry-bundle'
 ARTIFACT_ARCHES = ARCHES + ('noarch',)

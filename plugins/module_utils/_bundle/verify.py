@@ -3,51 +3,13 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Verifying a bundle directory against its manifest: every file, unlisted extras, the blobs the images need."""
 
-import fnmatch
 import os
 import stat
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, file_mismatch
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, IMAGES_DIR, MANIFEST, SIGNATURE, BundleError, is_str
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, IMAGES_DIR, MANIFEST, SIGNATURE, is_str
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import app_digest
-
-
-# Paths a site adds to an unpacked bundle: ./bootstrap writes .ferry-venv/ and collections/, the
-# operator writes inventory/hosts.yml (and group_vars/, host_vars/ next to it), Ansible may write
-# .ansible/. verify_bundle skips them when it looks for unlisted files, and only then: a file the
-# manifest lists is always checked, wherever it is.
-SITE_LOCAL_DIRS = ('.ferry-venv', 'collections', '.ansible', 'inventory/group_vars', 'inventory/host_vars')
-SITE_LOCAL_FILES = ('inventory/hosts.yml',)
-
-
-class ExtraFilter(object):
-    """Decides which unlisted paths of a bundle directory are site-local (skipped, not a problem).
-
-    ``builtin`` enables the fixed list above; ``globs`` are extra :func:`fnmatch.fnmatchcase`
-    patterns matched against the POSIX path relative to the bundle root (``*`` also matches
-    ``/``); a directory that matches one (tried with and without a trailing ``/``) is skipped whole.
-    """
-
-    def __init__(self, globs=None, builtin=True):
-        self.builtin = builtin
-        self.globs = [g for g in (globs or []) if g]
-        for glob in self.globs:
-            if glob.startswith('/') or '..' in glob.split('/'):
-                raise BundleError('ignore_extra: %r must be relative to the bundle and must not contain ..' % glob)
-
-    def _glob(self, rel):
-        return any(fnmatch.fnmatchcase(rel, g) for g in self.globs)
-
-    def skip_dir(self, rel):
-        if self.builtin and any(rel == d or rel.startswith(d + '/') for d in SITE_LOCAL_DIRS):
-            return True
-        return self._glob(rel) or self._glob(rel + '/')
-
-    def skip_file(self, rel):
-        if self.builtin and (rel in SITE_LOCAL_FILES or any(rel.startswith(d + '/') for d in SITE_LOCAL_DIRS)):
-            return True
-        return self._glob(rel)
 
 
 def _scan(bundle_dir, listed, extra_filter=None):
@@ -106,7 +68,7 @@ def verify_bundle(bundle_dir, manifest, progress=None, partial=False, extra_filt
     ``partial=True`` is for an unapplied delta: files not in ``delta.present``
     may be absent. ``progress(n)`` is called with bytes hashed.
 
-    ``extra_filter`` (an :class:`ExtraFilter`) names unlisted site-local paths that are not
+    ``extra_filter`` (a :class:`_bundle.site.ExtraFilter`) names unlisted site-local paths that are not
     problems; they are appended to the list ``skipped`` when one is given.
     """
     problems = []

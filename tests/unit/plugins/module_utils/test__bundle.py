@@ -19,7 +19,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest impo
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import _created_epoch, pack, unpack
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign, verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file, validate_spec
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import ExtraFilter, verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json, sha256_bytes, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
