@@ -11,9 +11,15 @@ version_added: 0.1.0
 description:
   - Hashes every file of the bundle directory and writes C(manifest.json) (format 1, see C(docs/bundle.md)),
     then signs it into C(manifest.json.sig) with C(ssh-keygen -Y sign) when O(key) is given.
+  - Writes the site kit's checksums C(kit.sha256) (C(sha256sum) format, derived from the manifest: every file but
+    those under C(images/), C(artifacts/) and C(apps/)) and, with O(key), their signature C(kit.sha256.sig), so a
+    site can check what it runs first with C(ssh-keygen) and C(sha256sum) alone (C(docs/bundle.md), First install).
+  - Refuses a bundle directory holding site-local paths (C(.ferry-venv/), C(collections/), C(inventory/hosts.yml),
+    ...): a bundle as delivered never carries them.
   - Reports a change only when the manifest or signature content differs from what is on disk. When
     only the creation time would differ, the existing C(created) is kept.
-  - Without O(key), a signature left from an earlier manifest is removed when the manifest changes.
+  - Without O(key), a signature left from an earlier manifest is removed when the manifest changes (the same for
+    C(kit.sha256.sig)).
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -104,8 +110,9 @@ from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, atomic_write, read_bytes
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    DEFAULT_NAMESPACE, MANIFEST, SIGNATURE, BundleError, utc_now)
+    DEFAULT_NAMESPACE, KIT_SIG, KIT_SUMS, MANIFEST, SIGNATURE, BundleError, utc_now)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.kit import kit_sums
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign_bytes
 
 
@@ -132,44 +139,48 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    manifest_path = os.path.join(p['path'], MANIFEST)
-    sig_path = os.path.join(p['path'], SIGNATURE)
-    old_raw = read_bytes(manifest_path)
-    old_sig = read_bytes(sig_path)
+    # old and new content (None: absent) of manifest.json, kit.sha256 and their signatures
+    names = (MANIFEST, SIGNATURE, KIT_SUMS, KIT_SIG)
+    old = dict((name, read_bytes(os.path.join(p['path'], name))) for name in names)
     try:
         meta = dict(name=p['name'], version=p['version'], arches=p['arches'], images=p['images'],
                     created=p['created'] or 'pending')
         manifest = build_manifest(p['path'], meta)
         if not p['created']:
-            manifest['created'] = _old_created(old_raw)
-            if manifest['created'] is None or pretty_json(manifest) != old_raw:
+            manifest['created'] = _old_created(old[MANIFEST])
+            if manifest['created'] is None or pretty_json(manifest) != old[MANIFEST]:
                 manifest['created'] = utc_now()
         raw = pretty_json(manifest)
-        sig = sign_bytes(_cli.Runner(module), raw, p['key'], p['namespace']).encode('utf-8') if p['key'] else None
+        sums = kit_sums(manifest)
+        new = {MANIFEST: raw, KIT_SUMS: sums, SIGNATURE: None, KIT_SIG: None}
+        if p['key']:
+            runner = _cli.Runner(module)
+            new[SIGNATURE] = sign_bytes(runner, raw, p['key'], p['namespace']).encode('utf-8')
+            new[KIT_SIG] = sign_bytes(runner, sums, p['key'], p['namespace']).encode('utf-8')
+        else:
+            # without a key an old signature goes only when what it signed changes
+            new[SIGNATURE] = old[SIGNATURE] if raw == old[MANIFEST] else None
+            new[KIT_SIG] = old[KIT_SIG] if sums == old[KIT_SUMS] else None
     except (BundleError, FsError) as e:
         module.fail_json(msg=str(e))
 
-    manifest_changed = raw != old_raw
-    if sig is not None:
-        sig_changed = sig != old_sig
-    else:
-        sig_changed = manifest_changed and old_sig is not None
+    changed_names = [name for name in names if new[name] != old[name]]
     result = dict(
-        changed=manifest_changed or sig_changed,
-        manifest=manifest_path,
+        changed=bool(changed_names),
+        manifest=os.path.join(p['path'], MANIFEST),
         manifest_sha256=sha256_bytes(raw),
         files=len(manifest['files']),
         bytes=sum(e['size'] for e in manifest['files'].values()),
-        signed=sig is not None,
+        signed=new[SIGNATURE] is not None,
     )
     if module.check_mode:
         module.exit_json(**result)
-    if manifest_changed:
-        atomic_write(manifest_path, raw)
-    if sig is not None and sig_changed:
-        atomic_write(sig_path, sig)
-    elif sig is None and sig_changed:
-        os.unlink(sig_path)
+    for name in changed_names:
+        target = os.path.join(p['path'], name)
+        if new[name] is None:
+            os.unlink(target)
+        else:
+            atomic_write(target, new[name])
     module.exit_json(**result)
 
 

@@ -8,7 +8,8 @@ import shutil
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, sha256_bytes, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import link_or_copy, remove, replace_dir, tmp_sibling
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE, BundleError, is_str, load_json
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    KIT_SIG, KIT_SUMS, MANIFEST, RESERVED, BundleError, is_str, load_json)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import parse_manifest, read_manifest, write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 
@@ -96,6 +97,9 @@ def build_delta(new_bundle_dir, base_inventory, dest_dir, signer=None):
         write_manifest(tmp, manifest)
         if signer is not None:
             signer(os.path.join(tmp, MANIFEST))
+        for name in (KIT_SUMS, KIT_SIG):  # derived from the files, which the delta lists unchanged
+            if os.path.isfile(os.path.join(new_bundle_dir, name)):
+                shutil.copyfile(os.path.join(new_bundle_dir, name), os.path.join(tmp, name))
         replace_dir(tmp, dest_dir)
     except BaseException:
         remove(tmp)
@@ -160,7 +164,7 @@ def apply_delta(delta_dir, base_dir, dest_dir, progress=None):
                     raise BundleError('base %s is incomplete: %s (sha256 %s, needed for %s) is missing' % (
                         base_dir, base_rel, entry['sha256'], rel))
             link_or_copy(src, os.path.join(tmp, rel))
-        for name in (MANIFEST, SIGNATURE):
+        for name in RESERVED:
             if os.path.isfile(os.path.join(delta_dir, name)):
                 shutil.copyfile(os.path.join(delta_dir, name), os.path.join(tmp, name))
         problems = verify_bundle(tmp, manifest, progress=progress)

@@ -10,13 +10,15 @@ import stat
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, pretty_json, sha256_bytes
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    FORMAT, MANIFEST, SIGNATURE, BundleError, check_relpath, is_str)
+    FORMAT, MANIFEST, RESERVED, BundleError, check_relpath, is_str)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import is_site_local
 
 
 def walk_files(bundle_dir):
-    """Sorted relative paths of every regular file in the bundle but the manifest and its signature.
+    """Sorted relative paths of every regular file in the bundle but the reserved names (manifest, kit sums, signatures).
 
-    Raises :class:`BundleError` on symlinks and special files: a bundle only holds regular files.
+    Raises :class:`BundleError` on symlinks and special files (a bundle only holds regular files) and on
+    site-local paths (a bundle as delivered never carries them).
     """
     found = []
     for root, dirs, files in os.walk(bundle_dir):
@@ -30,7 +32,10 @@ def walk_files(bundle_dir):
             if name in files:
                 if not stat.S_ISREG(st.st_mode):
                     raise BundleError('%s: not a regular file (%s)' % (rel, bundle_dir))
-                if rel not in (MANIFEST, SIGNATURE):
+                if is_site_local(rel):
+                    raise BundleError('%s: a bundle must not carry site-local paths (they are made at the site: '
+                                      'docs/bundle.md, First install); remove it from %s' % (rel, bundle_dir))
+                if rel not in RESERVED:
                     found.append(rel)
     return sorted(found)
 
@@ -63,8 +68,10 @@ def parse_manifest(raw, where='manifest.json'):
         raise BundleError('%s: files: expected an object of path -> {size, sha256}' % where)
     for rel, entry in files.items():
         bad = check_relpath(rel)
-        if bad or rel in (MANIFEST, SIGNATURE):
-            raise BundleError('%s: files[%r]: %s' % (where, rel, bad or 'must not list itself'))
+        if bad or rel in RESERVED:
+            raise BundleError('%s: files[%r]: %s' % (where, rel, bad or 'a reserved name is never listed'))
+        if is_site_local(rel):
+            raise BundleError('%s: files[%r]: a bundle never carries site-local paths' % (where, rel))
         if (not isinstance(entry, dict) or not isinstance(entry.get('size'), int) or entry['size'] < 0
                 or not is_str(entry.get('sha256')) or not HEX64_RE.match(entry['sha256'])):
             raise BundleError('%s: files[%r]: expected {"size": int, "sha256": 64 hex}, actual %r' % (

@@ -14,7 +14,7 @@ import time
 from ansible_collections.ferry.airgap.plugins.module_utils import _safetar
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE, file_mismatch, pretty_json, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write, remove, replace_dir, tmp_sibling
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import FORMAT, MANIFEST, SIGNATURE, BundleError, is_str, load_json
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import FORMAT, MANIFEST, RESERVED, BundleError, is_str, load_json
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest, walk_files
 
 CHUNK_RE = re.compile(r'^(?P<base>.+)\.(?P<index>\d{3})$')
@@ -91,7 +91,7 @@ def _created_epoch(manifest):
 
 def _write_tar(bundle_dir, fileobj, top, mtime):
     """Stream ``bundle_dir`` as a deterministic tar: manifest first, sorted, root-owned, fixed mtime."""
-    rels = [r for r in (MANIFEST, SIGNATURE) if os.path.isfile(os.path.join(bundle_dir, r))] + walk_files(bundle_dir)
+    rels = [r for r in RESERVED if os.path.isfile(os.path.join(bundle_dir, r))] + walk_files(bundle_dir)
     done = set()
     tar = tarfile.open(fileobj=fileobj, mode='w|', format=tarfile.PAX_FORMAT)
     try:

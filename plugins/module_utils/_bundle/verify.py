@@ -8,7 +8,7 @@ import stat
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, file_mismatch
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, IMAGES_DIR, MANIFEST, SIGNATURE, is_str
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, IMAGES_DIR, RESERVED, is_str
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import app_digest
 
 
@@ -42,7 +42,7 @@ def _scan(bundle_dir, listed, extra_filter=None):
         for name in sorted(names):
             full = os.path.join(root, name)
             rel = os.path.relpath(full, bundle_dir).replace(os.sep, '/')
-            if rel in (MANIFEST, SIGNATURE):
+            if rel in RESERVED:
                 continue
             if extra_filter is not None and rel not in listed and extra_filter.skip_file(rel):
                 skipped.append(rel)

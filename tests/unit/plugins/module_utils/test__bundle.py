@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST, SIGNATURE, BundleError, SpecError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST, RESERVED, SIGNATURE, BundleError, SpecError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import apply_delta, build_delta, digest_inventory
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.fetch import artifact_path, fetch_artifact
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
@@ -327,7 +327,7 @@ def test_delta_ships_only_new_files_and_reconstructs(tmp_path, keys):
     assert 'artifacts/x86_64/k3s/k3s' not in present and 'playbooks/install.yml' not in present
     assert 'apps/shop/2.0/values.yaml' in present
     assert summary['files_shipped'] == len(present) < summary['files_total'] == len(full['files'])
-    on_disk = set(tree(tmp_path / 'delta')) - {MANIFEST, SIGNATURE}
+    on_disk = set(tree(tmp_path / 'delta')) - set(RESERVED)
     assert on_disk == set(present)
     assert delta['base']['version'] == '1.0' and delta['files'] == full['files']
     assert verify_bundle(str(tmp_path / 'delta'), delta, partial=True) == []

@@ -4,7 +4,7 @@
 
 import os
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, RESERVED, SIGNATURE
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import digest_inventory
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
@@ -38,7 +38,7 @@ def test_delta_from_inventory_signed_and_rerun(tmp_path, capsys, keys):
     assert result['files_total'] == len(full['files']) and 0 < result['files_shipped'] < result['files_total']
     assert result['base']['version'] == '1.0'
     delta, _raw = read_manifest(dest)
-    assert sorted(set(tree(dest)) - {MANIFEST, SIGNATURE}) == delta['delta']['present']
+    assert sorted(set(tree(dest)) - set(RESERVED)) == delta['delta']['present']
     assert result['bytes_shipped'] == sum(full['files'][r]['size'] for r in delta['delta']['present'])
     verify_signature(None, os.path.join(dest, MANIFEST), keys['allowed'], keys['identity'])
     result, code = run_module(bundle_delta, a, capsys)

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import tarfile
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR
+import pytest
+
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST, BundleError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import build_delta, digest_inventory
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest, write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
@@ -237,41 +239,37 @@ def test_ignore_extra_must_be_relative(tmp_path, capsys, keys):
         assert code == 1 and 'ignore_extra' in result['msg'] and repr(bad) in result['msg']
 
 
-def test_listed_site_paths_are_still_checked(tmp_path, capsys, keys):
-    # a manifest that lists files under the site-local paths: they are checked like any other file
-    root = make_bundle(tmp_path / 'shop-1.0', extra={
-        'inventory/hosts.yml.example': 'all: {}\n', 'inventory/hosts.yml': 'all: {hosts: {a: {}}}\n',
-        'collections/requirements.yml': 'collections: []\n'})
+def test_a_bundle_never_carries_site_local_paths(tmp_path, capsys, keys):
+    # group_vars next to the inventory is code for Ansible (ansible_shell_executable): building refuses it...
+    root = make_bundle(tmp_path / 'shop-1.0', extra={'inventory/group_vars/all.yml': 'ansible_shell_executable: /x\n'})
+    with pytest.raises(BundleError, match='inventory/group_vars/all.yml: a bundle must not carry site-local paths'):
+        finish(root, key=keys['good'])
+    # ...and a manifest that lists it anyway (made by hand, signed by a trusted key) is invalid
+    os.rename(os.path.join(root, 'inventory/group_vars/all.yml'), os.path.join(root, 'all.yml'))
     manifest = finish(root, key=keys['good'])
-    bootstrap_like(root)  # overwrites the listed inventory/hosts.yml, adds site-local files
-    example = write(os.path.join(root, 'inventory/hosts.yml.example'), 'all: []\n')  # same size
-    os.unlink(os.path.join(root, 'collections/requirements.yml'))
+    manifest['files']['inventory/group_vars/all.yml'] = manifest['files'].pop('all.yml')
+    os.rename(os.path.join(root, 'all.yml'), os.path.join(root, 'inventory/group_vars/all.yml'))
+    write_manifest(str(root), manifest)
+    sign(None, os.path.join(str(root), MANIFEST), keys['good'])
     result, code = run_module(bundle_verify, args(keys, root), capsys)
     assert code == 1
-    assert sorted(result['problems']) == sorted([
-        'missing file: collections/requirements.yml (expected sha256 %s, 16 bytes)'
-        % manifest['files']['collections/requirements.yml']['sha256'],
-        'sha256 mismatch: inventory/hosts.yml.example: expected %s, actual %s'
-        % (manifest['files']['inventory/hosts.yml.example']['sha256'], example),
-        'size mismatch: inventory/hosts.yml: expected %d bytes, actual %d bytes'
-        % (manifest['files']['inventory/hosts.yml']['size'], os.path.getsize(os.path.join(root, 'inventory/hosts.yml'))),
-    ])
-    # collections/ holds a listed file, so it is walked; its unlisted content is still site-local
-    assert result['site_local'] == ['.ansible/', '.ferry-venv/', 'collections/ansible_collections/',
-                                    'inventory/group_vars/', 'inventory/host_vars/']
+    assert "files['inventory/group_vars/all.yml']: a bundle never carries site-local paths" in result['msg']
 
 
 def test_tar_content_gets_no_site_local_pass(tmp_path, capsys, keys):
     root, _manifest = signed_bundle(tmp_path, keys)
-    write(os.path.join(root, 'collections/ansible_collections/ferry/airgap/plugins/modules/evil.py'), 'x')
     tar = str(tmp_path / 'shop.tar')
     pack(root, tar)
+    with tarfile.open(tar, 'a') as tf:  # appended by someone with the medium: pack() refuses site-local paths
+        info = tarfile.TarInfo('shop-1.0/collections/ansible_collections/ferry/airgap/plugins/modules/evil.py')
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b'x'))
     dest = str(tmp_path / 'site' / 'shop-1.0')
     result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
     assert code == 1 and result['site_local'] == [] and 'does not exist' in result['msg']
     os.makedirs(os.path.dirname(dest))
     result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
-    assert code == 1 and result['site_local'] == []
+    assert code == 1 and result['site_local'] == [], result['msg']
     assert result['problems'] == [
         'unlisted file: collections/ansible_collections/ferry/airgap/plugins/modules/evil.py (not in the manifest)']
     assert not os.path.exists(dest)

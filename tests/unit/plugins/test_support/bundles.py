@@ -9,8 +9,9 @@ import os
 
 # The only module_utils imports of this file.
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, KIT_SUMS, MANIFEST
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.kit import kit_sums
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 
@@ -107,12 +108,14 @@ def _distribution_images(path, arches):
 
 
 def finish(root, version='1.0', key=None):
-    """Write (and optionally sign) the manifest of ``root``; returns the manifest dict."""
+    """Write (and optionally sign) the manifest and kit.sha256 of ``root``, as bundle_manifest does; returns the manifest."""
     meta = dict(META, version=version)
     manifest = build_manifest(str(root), meta)
     write_manifest(str(root), manifest)
+    write(os.path.join(str(root), KIT_SUMS), kit_sums(manifest))
     if key:
         sign(None, os.path.join(str(root), MANIFEST), key)
+        sign(None, os.path.join(str(root), KIT_SUMS), key)
     return manifest
 
 
