@@ -20,13 +20,10 @@ options:
   path:
     description:
       - Spec file to read (YAML; JSON when PyYAML is not installed on the host).
-      - Exactly one of O(path) and O(spec) is required.
+      - The spec is read from the file, never passed as an argument, so the registry passwords it holds never
+        appear in the task's arguments, its C(invocation) or the host's log.
     type: path
-  spec:
-    description:
-      - The spec already parsed, for example with C(lookup('ansible.builtin.file', 'bundle.yml') | from_yaml).
-      - Relative local paths in it are kept relative to the task's working directory.
-    type: dict
+    required: true
 extends_documentation_fragment:
   - ferry.airgap.attributes
   - ferry.airgap.attributes.read_only
@@ -73,7 +70,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file, validate_spec
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file
 
 MASK = '********'
 
@@ -89,16 +86,11 @@ def masked(spec):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(path=dict(type='path'), spec=dict(type='dict')),
-        mutually_exclusive=[('path', 'spec')],
-        required_one_of=[('path', 'spec')],
+        argument_spec=dict(path=dict(type='path', required=True)),
         supports_check_mode=True,
     )
     try:
-        if module.params['path']:
-            spec = load_spec_file(module.params['path'])
-        else:
-            spec = validate_spec(module.params['spec'])
+        spec = load_spec_file(module.params['path'])
     except (BundleError, FsError) as e:
         module.fail_json(msg='invalid bundle spec: %s' % e)
     counts = dict((k, len(spec[k])) for k in ('arches', 'artifacts', 'images', 'apps'))

@@ -63,6 +63,8 @@ def _read_small(path, limit, what):
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
+        if exc.errno == errno.ELOOP:
+            raise BundleError('%s %s is a symlink: it must be a regular file' % (what, path))
         raise BundleError('%s %s cannot be read: %s' % (what, path, exc.strerror))
     with os.fdopen(fd, 'rb') as fh:
         st = os.fstat(fh.fileno())

@@ -4,8 +4,10 @@
 
 import json
 import os
+import subprocess
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import KIT_SIG, KIT_SUMS, MANIFEST, SIGNATURE
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.kit import kit_sums
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
@@ -62,3 +64,31 @@ def test_missing_dir_and_unknown_key_file_fail(tmp_path, capsys):
     root = make_bundle(tmp_path / 'b')
     result, code = run_module(bundle_manifest, args(root, key=str(tmp_path / 'nokey')), capsys)
     assert code == 1 and 'nokey' in result['msg'] and not os.path.exists(os.path.join(root, MANIFEST))
+
+
+def test_kit_sums_written_signed_and_checkable_with_coreutils(tmp_path, capsys, keys):
+    root = make_bundle(tmp_path / 'b', extra={'bootstrap': '#!/bin/sh\n', 'install.yml': '---\n'})
+    result, code = run_module(bundle_manifest, args(root, key=keys['good']), capsys)
+    assert code == 0 and result['changed']
+    manifest, _raw = read_manifest(root)
+    with open(os.path.join(root, KIT_SUMS), 'rb') as fh:
+        sums = fh.read()
+    assert sums == kit_sums(manifest)
+    listed = [line.split('  ', 1)[1] for line in sums.decode().splitlines()]
+    assert 'bootstrap' in listed and 'install.yml' in listed
+    assert not [rel for rel in listed if rel.split('/')[0] in ('images', 'artifacts', 'apps')]
+    # what a site runs first: sha256sum and ssh-keygen, nothing of Ferry
+    subprocess.run(['sha256sum', '--check', '--strict', '--quiet', KIT_SUMS], cwd=root, check=True)
+    verify_signature(None, os.path.join(root, KIT_SUMS), keys['allowed'], keys['identity'])
+    # without a key the next build drops both signatures once what they signed changes
+    write(os.path.join(root, 'install.yml'), '--- # changed\n')
+    result, code = run_module(bundle_manifest, args(root), capsys)
+    assert code == 0 and result['changed'] and not result['signed']
+    assert not os.path.exists(os.path.join(root, KIT_SIG)) and not os.path.exists(os.path.join(root, SIGNATURE))
+
+
+def test_site_local_paths_are_refused_and_nothing_written(tmp_path, capsys, keys):
+    root = make_bundle(tmp_path / 'b', extra={'.ferry-venv/bin/python': '#!/bin/sh\n'})
+    result, code = run_module(bundle_manifest, args(root, key=keys['good']), capsys)
+    assert code == 1 and '.ferry-venv/bin/python: a bundle must not carry site-local paths' in result['msg']
+    assert not any(os.path.exists(os.path.join(root, n)) for n in (MANIFEST, SIGNATURE, KIT_SUMS, KIT_SIG))
