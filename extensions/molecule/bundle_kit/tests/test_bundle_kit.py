@@ -111,7 +111,7 @@ TAMPERED = [
     ('planted-group-vars', "mkdir -p {d}/inventory/group_vars && echo 'ansible_shell_executable: /tmp/evil' >"
      " {d}/inventory/group_vars/all.yml", 'site-local paths that this site did not make: inventory/group_vars', None),
     ('forged-record', "mkdir -p {d}/collections && touch {d}/collections/x && printf 'ferry-site-record 1\\n"
-     "hmac-sha256\\t%064d\\n' 0 > {d}/.ferry-site.record", 'their record is not signed by the site key', None),
+     "hmac-sha256\\t%064d\\n' 0 > {d}/.ferry-site.record", 'site-local paths that this site did not make: collections .ferry-site.record', None),
     ('extra-wheel', "cp {d}/kit/wheels/pip-*.whl {d}/kit/wheels/zzz-9.9-py3-none-any.whl",
      'files under kit/ that kit.sha256 does not list', None),
     ('plugins-next-to-playbooks', "mkdir {d}/filter_plugins && echo 'import os' > {d}/filter_plugins/evil.py",
