@@ -165,7 +165,8 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError, redact_url, url_secrets
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import Mirror, check_files, host_facts
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import (
+    FULL_ERRNOS, Mirror, check_files, host_facts, local_write_error)
 
 
 def _run(module, mirror, files, result):
@@ -244,7 +245,10 @@ def main():
     except DistributeError as exc:
         error = redact_url(exc, [p['token']])
     except (IOError, OSError) as exc:
-        error = redact_url('cannot write the mirror %s: %s' % (p['dest'], exc), [p['token']])
+        if exc.errno in FULL_ERRNOS:
+            error = str(local_write_error(exc, p['dest'], 'the mirror'))
+        else:
+            error = redact_url('cannot write the mirror %s: %s' % (p['dest'], exc), [p['token']])
     result['present'] = mirror.present
     result['resumed'] = mirror.resumed
     result['bytes_transferred'] = mirror.bytes_transferred

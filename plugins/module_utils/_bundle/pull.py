@@ -40,6 +40,7 @@ LOCK_FILE = '.ferry-fetch.lock'
 PART_SUFFIX = '.part'
 PRUNE_DIRS = ('images/blobs', 'artifacts')
 STAMP_SAVE_INTERVAL = 5.0
+FULL_ERRNOS = (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))  # the host's disk or quota is full
 
 
 class _Retry(Exception):
@@ -65,7 +66,7 @@ def mount_point(path):
 
 def local_write_error(exc, path, what):
     """DistributeError for an OSError writing ``path`` on this host: a full disk names the filesystem and its space."""
-    if exc.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)):
+    if exc.errno in FULL_ERRNOS:
         mount = mount_point(path)
         try:
             st = os.statvfs(mount)
