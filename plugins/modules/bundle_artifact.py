@@ -30,7 +30,10 @@ options:
     required: true
     choices: [x86_64, aarch64, noarch]
   src:
-    description: A local path, a C(file://) URL or an C(http://)/C(https://) URL.
+    description:
+      - A local path, a C(file://) URL or an C(http://)/C(https://) URL.
+      - A C(user:password@) in the URL is used for HTTP basic authentication and never shown; messages and the
+        task's C(invocation) carry the URL without it.
     type: str
     required: true
   sha256:
@@ -96,7 +99,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import ARTIFACT_ARCHES, SAFE_NAME_RE, BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    ARTIFACT_ARCHES, SAFE_NAME_RE, BundleError, redact_url, url_secrets)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.fetch import artifact_path, fetch_artifact
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import file_name_of
 
@@ -116,16 +120,18 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    module.no_log_values.update(url_secrets(p['src']))
+    shown = redact_url(p['src'])
     sha = p['sha256'].strip().lower()
     if sha.startswith('sha256:'):
         sha = sha[len('sha256:'):]
     if not re.match(r'^[0-9a-f]{64}$', sha):
-        module.fail_json(msg='sha256 for %s must be 64 hexadecimal characters, got %r' % (p['src'], p['sha256']))
+        module.fail_json(msg='sha256 for %s must be 64 hexadecimal characters, got %r' % (shown, p['sha256']))
     if not SAFE_NAME_RE.match(p['name']):
         module.fail_json(msg='artifact name %r is not a plain name ([A-Za-z0-9._+-])' % p['name'])
     dest = p['dest'] or file_name_of(p['src'])
     if not dest or '/' in dest or dest.startswith('.'):
-        module.fail_json(msg='cannot use %r as the file name of %s; set dest' % (dest, p['src']))
+        module.fail_json(msg='cannot use %r as the file name of %s; set dest' % (dest, shown))
 
     def opener(url):
         return open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], http_agent='ferry-airgap')
@@ -134,7 +140,7 @@ def main():
         result = fetch_artifact(p['src'], sha, artifact_path(p['path'], p['arch'], p['name'], dest),
                                 opener=opener, timeout=p['timeout'], check_mode=module.check_mode)
     except (BundleError, FsError) as e:
-        module.fail_json(msg=str(e))
+        module.fail_json(msg=redact_url(e))
     module.exit_json(**result)
 
 

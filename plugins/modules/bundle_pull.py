@@ -23,7 +23,11 @@ description:
     the actual digest; nothing is left at the final path.
   - Connection errors, short transfers and C(5xx) answers are retried O(retries) times with exponential backoff,
     resuming where the transfer stopped. C(404) (a wrong token, or a file the served bundle does not list) fails
-    at once.
+    at once; so does a redirect (C(3xx)), which is never followed (the bundle server never sends one).
+  - A full disk or quota on the host (C(ENOSPC), C(EDQUOT)) fails at once, naming the path and the host's
+    filesystem with its free space; it is not retried and not blamed on the server. The partial file is removed.
+  - The token is a separate, C(no_log) option and never part of a message or result; the server is named as
+    C(http://HOST:PORT).
   - Files are fetched one after the other on a host; hosts fetch in parallel (Ansible forks). Proxy settings of
     the environment are ignored. Two runs on one host are serialised by a lock file in O(dest).
   - Sets the host facts C(ferry_artifacts) (artifact name to absolute path on the host, from O(artifacts)) and
@@ -32,9 +36,15 @@ author: Ferry developers (@ferry-airgap)
 options:
   url:
     description:
-      - Base URL of the bundle server, with its token (C(http://DEPLOY:8765/TOKEN)). File C(<path>) is fetched
-        from C(<url>/<path>).
+      - Base URL of the bundle server (C(http://DEPLOY:8765)). File C(<path>) is fetched from
+        C(<url>/<token>/<path>) (C(<url>/<path>) without O(token)).
+      - No C(user:password@) (the bundle server takes O(token)); a URL with one is refused, its password masked.
       - May be omitted when nothing needs fetching (for example in check mode).
+    type: str
+  token:
+    description:
+      - The bundle server's token (M(ferry.airgap.bundle_serve) O(ferry.airgap.bundle_serve#module:token)). Kept out
+        of the task's logs and results.
     type: str
   dest:
     description: The host-local mirror directory.
@@ -87,7 +97,8 @@ seealso:
 EXAMPLES = r"""
 - name: Pull this host's files from the deploy node
   ferry.airgap.bundle_pull:
-    url: "http://{{ deploy_address }}:8765/{{ serve_token }}"
+    url: "http://{{ deploy_address }}:8765"
+    token: "{{ serve_token }}"
     dest: /var/lib/ferry/bundle
     files: "{{ selection.files }}"
     artifacts: "{{ selection.artifacts }}"
@@ -153,8 +164,9 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import Mirror, check_files, host_facts
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import DistributeError, redact_url, url_secrets
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pull import (
+    FULL_ERRNOS, Mirror, check_files, host_facts, local_write_error)
 
 
 def _run(module, mirror, files, result):
@@ -173,12 +185,26 @@ def _run(module, mirror, files, result):
         mirror.fetch(rel, size, sha)
     mirror.prune(candidates)
     result['pruned'] = candidates
+    mirror.save_stamps()
+
+
+def _check_url(module, url):
+    """Fail for a URL the bundle server cannot have: not http://, or with userinfo (its password masked first)."""
+    if not url:
+        return
+    module.no_log_values.update(url_secrets(url))
+    if redact_url(url) != url:
+        module.fail_json(msg='url must not carry user:password@ (the bundle server takes a token option), got %s'
+                         % redact_url(url, [module.params['token']]))
+    if not url.startswith('http://'):
+        module.fail_json(msg='url must be an http:// URL of the bundle server, got %s' % redact_url(url, [module.params['token']]))
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             url=dict(type='str'),
+            token=dict(type='str', no_log=True),
             dest=dict(type='path', default='/var/lib/ferry/bundle'),
             files=dict(type='list', elements='dict', required=True),
             artifacts=dict(type='dict', default={}),
@@ -190,12 +216,11 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p['url'] and not p['url'].startswith('http://'):
-        module.fail_json(msg='url must be an http:// URL of the bundle server, got %s' % p['url'])
+    _check_url(module, p['url'])
     result = dict(changed=False, fetched=[], resumed=[], present=0, pruned=[], bytes_transferred=0, bytes_fetched=0,
                   bytes_total=0)
     mirror = Mirror(p['dest'], p['url'], timeout=p['timeout'], retries=max(0, p['retries']),
-                    retry_delay=max(0.0, p['retry_delay']))
+                    retry_delay=max(0.0, p['retry_delay']), token=p['token'])
     error = None
     try:
         files = check_files(p['files'])
@@ -207,14 +232,23 @@ def main():
         mirror.load_stamps()
         try:
             _run(module, mirror, files, result)
+        except BaseException:
+            if not module.check_mode:  # keep what was verified, but the first error is the one to report
+                try:
+                    mirror.save_stamps()
+                except (DistributeError, OSError):
+                    pass
+            raise
         finally:
             if not module.check_mode:
-                mirror.save_stamps()
                 mirror.unlock()
     except DistributeError as exc:
-        error = str(exc)
+        error = redact_url(exc, [p['token']])
     except (IOError, OSError) as exc:
-        error = 'cannot write the mirror %s: %s' % (p['dest'], exc)
+        if exc.errno in FULL_ERRNOS:
+            error = str(local_write_error(exc, p['dest'], 'the mirror'))
+        else:
+            error = redact_url('cannot write the mirror %s: %s' % (p['dest'], exc), [p['token']])
     result['present'] = mirror.present
     result['resumed'] = mirror.resumed
     result['bytes_transferred'] = mirror.bytes_transferred

@@ -89,3 +89,37 @@ def utc_now():
 def url_path(src):
     """The local path of a ``file://`` URL."""
     return unquote(urlparse(src).path)
+
+
+REDACTED = '********'
+_USERINFO_RE = re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@')
+
+
+def redact_url(text, secrets=()):
+    """``text`` (a URL, or a message holding URLs) fit to show: no ``user:password@`` in any URL, each secret masked.
+
+    The one redaction of URLs for messages and results (bundle_pull, bundle_serve, bundle_artifact): the
+    userinfo of every ``scheme://`` URL is dropped, and every non-empty string of ``secrets`` (a serve token)
+    is replaced by ``********`` wherever it occurs.
+    """
+    text = _USERINFO_RE.sub(r'\1', str(text))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def url_secrets(url):
+    """The secrets in a URL's userinfo: ``['user:password', 'password']`` (``[]`` without a password).
+
+    Modules add them to ``no_log_values`` so a URL given as an option is masked in ``invocation`` too.
+    """
+    if not is_str(url) or '://' not in url:
+        return []
+    netloc = url.split('://', 1)[1]
+    for sep in '/?#':
+        netloc = netloc.split(sep, 1)[0]
+    userinfo = netloc.rpartition('@')[0]
+    if ':' not in userinfo:
+        return []
+    return [userinfo, userinfo.split(':', 1)[1]]

@@ -1,14 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Fetching one artifact into a bundle (local path, file:// or http(s)), checked against its sha256."""
+"""Fetching one artifact into a bundle (local path, file:// or http(s)), checked against its sha256.
+
+Messages name the source without the ``user:password@`` of its URL (:func:`redact_url`).
+"""
 
 import hashlib
 import os
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import remove, tmp_sibling
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError, url_path
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError, redact_url, url_path
 
 
 def artifact_path(bundle_dir, arch, name, dest):
@@ -38,6 +41,7 @@ def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=Non
     removed too, so nothing unverified is left in the bundle.
     """
     sha256 = sha256.lower()
+    shown = redact_url(src)
     stale = False
     if os.path.isfile(dest_path):
         have, size = sha256_file(dest_path)
@@ -58,9 +62,9 @@ def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=Non
         try:
             src_f = _open_src(src, opener, timeout)
         except (IOError, OSError) as e:
-            raise BundleError('cannot open %s: %s' % (src, getattr(e, 'strerror', None) or e))
+            raise BundleError(redact_url('cannot open %s: %s' % (shown, getattr(e, 'strerror', None) or e)))
         except Exception as e:
-            raise BundleError('cannot fetch %s: %s' % (src, e))
+            raise BundleError(redact_url('cannot fetch %s: %s' % (shown, e)))
         try:
             with open(tmp, 'wb') as out:
                 while True:
@@ -73,13 +77,13 @@ def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=Non
                     if progress is not None:
                         progress(len(chunk))
         except (IOError, OSError) as e:
-            raise BundleError('error while fetching %s: %s' % (src, e))
+            raise BundleError(redact_url('error while fetching %s: %s' % (shown, e)))
         finally:
             src_f.close()
         actual = h.hexdigest()
         if actual != sha256:
             raise BundleError('sha256 mismatch for %s: expected %s, actual %s (%d bytes); nothing was kept%s' % (
-                src, sha256, actual, size, ' and the stale %s was removed' % dest_path if stale else ''))
+                shown, sha256, actual, size, ' and the stale %s was removed' % dest_path if stale else ''))
         os.chmod(tmp, 0o644)
         os.rename(tmp, dest_path)
     except BaseException:

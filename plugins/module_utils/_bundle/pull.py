@@ -10,8 +10,14 @@ file (``.ferry-fetch.json``) remembers size, mtime, ctime, inode and sha256 of w
 a rerun does not hash hundreds of MB again; an entry whose file's stat changed is ignored and the
 file is hashed. Standard library only (urllib), Python 3.6; it imports no signing, packing or
 registry code.
+
+The server's token is kept apart from its URL and never shown: messages name the server as
+``http://HOST:PORT`` (:func:`redact_url`). Redirects are refused (the bundle server never sends one).
+A full disk on the host (ENOSPC, EDQUOT) fails at once, naming the host's path and filesystem; only
+network trouble is retried.
 """
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -22,21 +28,56 @@ import time
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
-from urllib.request import ProxyHandler, Request, build_opener
+from urllib.request import HTTPRedirectHandler, ProxyHandler, Request, build_opener
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE, HEX64_RE, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, read_bytes, remove
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import IMAGES_DIR, DistributeError, check_relpath
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    IMAGES_DIR, DistributeError, check_relpath, redact_url)
 
 STAMP_FILE = '.ferry-fetch.json'
 LOCK_FILE = '.ferry-fetch.lock'
 PART_SUFFIX = '.part'
 PRUNE_DIRS = ('images/blobs', 'artifacts')
 STAMP_SAVE_INTERVAL = 5.0
+FULL_ERRNOS = (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))  # the host's disk or quota is full
 
 
 class _Retry(Exception):
     """A transfer problem worth another attempt (connection, short read, 5xx, bad resumed prefix)."""
+
+
+class _NoRedirect(HTTPRedirectHandler):
+    """Follow no redirect: the 3xx reaches the caller as an HTTPError."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def mount_point(path):
+    """The mount point of the filesystem holding ``path`` (or its nearest existing parent)."""
+    path = os.path.realpath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def local_write_error(exc, path, what):
+    """DistributeError for an OSError writing ``path`` on this host: a full disk names the filesystem and its space."""
+    if exc.errno in FULL_ERRNOS:
+        mount = mount_point(path)
+        try:
+            st = os.statvfs(mount)
+            free = ' (%d bytes free of %d)' % (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+        except OSError:
+            free = ''
+        reason = 'no space left' if exc.errno == errno.ENOSPC else 'disk quota exceeded'
+        return DistributeError('%s on this host\'s filesystem %s%s while writing %s: %s; free space there '
+                               'or choose another dest (not retried: the bundle server is not at fault)' % (
+                                   reason, mount, free, path, what))
+    return DistributeError('cannot write %s on this host: %s (%s)' % (path, exc.strerror or exc, what))
 
 
 def check_files(files):
@@ -75,14 +116,16 @@ def _stat_key(st):
 class Mirror(object):
     """The host-local mirror of the bundle files a host needs, filled from the bundle server at ``url``."""
 
-    def __init__(self, dest, url=None, timeout=60, retries=3, retry_delay=1.0, opener=None, sleep=time.sleep):
+    def __init__(self, dest, url=None, timeout=60, retries=3, retry_delay=1.0, opener=None, sleep=time.sleep,
+                 token=None):
         self.dest = dest
         self.url = (url or '').rstrip('/')
+        self.token = token or ''
         self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
-        # No proxies: the server is on the site's own network, whatever http_proxy says.
-        self.opener = opener or build_opener(ProxyHandler({}))
+        # No proxies: the server is on the site's own network, whatever http_proxy says. No redirects.
+        self.opener = opener or build_opener(ProxyHandler({}), _NoRedirect())
         self.sleep = sleep
         self.stamps = {}
         self.stamps_changed = False
@@ -110,10 +153,14 @@ class Mirror(object):
         data = json.dumps({'format': 1, 'files': self.stamps}, sort_keys=True).encode('utf-8')
         path = os.path.join(self.dest, STAMP_FILE)
         tmp = path + '.tmp-%d' % os.getpid()
-        with open(tmp, 'wb') as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
+        try:
+            with open(tmp, 'wb') as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+        except OSError as exc:
+            remove(tmp)
+            raise local_write_error(exc, path, 'the stamps of verified files')
         self.stamps_changed = False
         self._saved = time.time()
 
@@ -166,7 +213,10 @@ class Mirror(object):
         final = os.path.join(self.dest, rel)
         if os.path.isdir(final) and not os.path.islink(final):
             raise DistributeError('%s is a directory; cannot put the file %s there' % (final, rel))
-        makedirs(os.path.dirname(final))
+        try:
+            makedirs(os.path.dirname(final))
+        except OSError as exc:
+            raise local_write_error(exc, os.path.dirname(final), 'the directory of %s' % rel)
         attempt = 0
         while True:
             try:
@@ -184,12 +234,15 @@ class Mirror(object):
             self.save_stamps()
 
     def _server(self):
-        """The server's URL without the token (for messages)."""
+        """The server's URL without userinfo, path or token (for messages)."""
         scheme, sep, rest = self.url.partition('://')
-        return scheme + sep + rest.split('/', 1)[0]
+        return redact_url(scheme + sep + rest.split('/', 1)[0], [self.token])
+
+    def _redact(self, text):
+        return redact_url(text, [self.token])
 
     def _open(self, rel, offset):
-        url = '%s/%s' % (self.url, quote(rel))
+        url = '/'.join([self.url] + ([quote(self.token, safe='')] if self.token else []) + [quote(rel)])
         headers = {'Range': 'bytes=%d-' % offset} if offset else {}
         try:
             return self.opener.open(Request(url, headers=headers), timeout=self.timeout)
@@ -197,15 +250,21 @@ class Mirror(object):
             if exc.code == 416 and offset:
                 return None
             if exc.code >= 500:
-                raise _Retry('HTTP %d %s' % (exc.code, exc.reason))
+                raise _Retry(self._redact('HTTP %d %s' % (exc.code, exc.reason)))
             if exc.code == 404:
                 raise DistributeError('the bundle server %s has no %s (HTTP 404): a wrong token, or a file its bundle '
                                       'does not list' % (self._server(), rel))
-            raise DistributeError('the bundle server %s refused %s: HTTP %d %s' % (self._server(), rel, exc.code, exc.reason))
+            if 300 <= exc.code < 400:
+                raise DistributeError(self._redact(
+                    'the bundle server %s answered %s with a redirect (HTTP %d to %s); a bundle server never redirects, '
+                    'so it was not followed: is another server listening on that port?' % (
+                        self._server(), rel, exc.code, exc.headers.get('Location') if exc.headers else None)))
+            raise DistributeError(self._redact('the bundle server %s refused %s: HTTP %d %s' % (
+                self._server(), rel, exc.code, exc.reason)))
         except URLError as exc:
-            raise _Retry('cannot reach %s: %s' % (self._server(), getattr(exc, 'reason', exc)))
+            raise _Retry(self._redact('cannot reach %s: %s' % (self._server(), getattr(exc, 'reason', exc))))
         except (socket.error, socket.timeout, HTTPException) as exc:
-            raise _Retry('cannot reach %s: %s' % (self._server(), exc))
+            raise _Retry(self._redact('cannot reach %s: %s' % (self._server(), exc)))
 
     def _fetch_once(self, rel, size, sha, final):
         part = final + PART_SUFFIX
@@ -255,26 +314,40 @@ class Mirror(object):
                 return self._fetch_once(rel, size, sha, final)
             raise DistributeError('sha256 mismatch for %s from %s: expected %s, actual %s; nothing was kept' % (
                 rel, self._server(), sha, actual))
-        os.chmod(part, 0o644)
-        os.rename(part, final)
+        try:
+            os.chmod(part, 0o644)
+            os.rename(part, final)
+        except OSError as exc:
+            raise local_write_error(exc, final, rel)
         self._stamp(rel, sha, os.lstat(final))
 
     def _copy(self, resp, part, mode, offset, size, hasher, rel):
+        """Append the response body to ``part``: network trouble is a _Retry, a local write error is not."""
         count = offset
         try:
-            with open(part, mode) as out:
+            out = open(part, mode)
+        except OSError as exc:
+            raise local_write_error(exc, part, '%s, %d bytes' % (rel, size))
+        try:
+            with out:
                 while count < size:
-                    chunk = resp.read(min(BUF_SIZE, size - count))
+                    try:
+                        chunk = resp.read(min(BUF_SIZE, size - count))
+                    except (socket.error, socket.timeout, HTTPException) as exc:
+                        raise _Retry(self._redact('transfer of %s broke off after %d of %d bytes: %s' % (
+                            rel, count, size, exc)))
                     if not chunk:
                         break
                     hasher.update(chunk)
+                    self.bytes_transferred += len(chunk)
                     out.write(chunk)
                     count += len(chunk)
-                    self.bytes_transferred += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-        except (socket.error, socket.timeout, HTTPException) as exc:
-            raise _Retry('transfer of %s broke off after %d of %d bytes: %s' % (rel, count, size, exc))
+        except OSError as exc:  # the network's errors are _Retry above: this is the host's disk
+            remove(part)  # a partial file on a full disk only takes the space the operator is freeing
+            raise local_write_error(exc, part, '%s, %d of %d bytes written; the partial file was removed' % (
+                rel, count, size))
         if count < size:
             raise _Retry('transfer of %s broke off after %d of %d bytes' % (rel, count, size))
         if resp.read(1):

@@ -5,6 +5,7 @@
 
 import contextlib
 import hashlib
+import http.server
 import json
 import os
 import stat
@@ -398,3 +399,73 @@ def test_stamps_are_saved_during_a_long_run(bundle, tmp_path, monkeypatch):
     later = Mirror(str(dest))
     later.load_stamps()
     assert later.have(*files[0]) and not later.stamps_changed   # trusted without hashing
+
+
+# ---------------------------------------------------------------- hardening (issue 9, items 5 and 8)
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a redirect to ``target`` + the path (a bundle server never does)."""
+    target = None
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header('Location', self.target + self.path)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_redirects_are_refused(bundle, tmp_path):
+    root, manifest = bundle
+    files = check_files(files_of(manifest, [RUNC]))
+    with serving(root, tmp_path, token='') as state:
+        # the target would answer: a redirect to the real server, with a password
+        _Redirecting.target = 'http://someone:pa55@127.0.0.1:%d' % state['port']
+        other = http.server.HTTPServer(('127.0.0.1', 0), _Redirecting)
+        thread = threading.Thread(target=other.serve_forever, kwargs={'poll_interval': 0.05})
+        thread.daemon = True
+        thread.start()
+        try:
+            base = 'http://127.0.0.1:%d' % other.server_address[1]
+            mirror = Mirror(str(tmp_path / 'm'), base, retries=3, sleep=lambda s: None)
+            with pytest.raises(DistributeError) as exc:
+                _fetch_all(mirror, files)
+        finally:
+            other.shutdown()
+            other.server_close()
+    assert str(exc.value) == (
+        'the bundle server %s answered %s with a redirect (HTTP 302 to http://127.0.0.1:%d/%s); a bundle server '
+        'never redirects, so it was not followed: is another server listening on that port?' % (
+            base, RUNC, state['port'], RUNC))
+    assert mirror.fetched == [] and mirror.bytes_transferred == 0 and not (tmp_path / 'm' / RUNC).exists()
+
+
+def test_messages_name_the_server_without_userinfo_or_token(bundle, tmp_path):
+    root, manifest = bundle
+    mirror = Mirror(str(tmp_path), 'http://ferry:pa55@127.0.0.1:9/', token='s3cr3tT0ken', retries=0)
+    with pytest.raises(DistributeError) as exc:
+        _fetch_all(mirror, check_files(files_of(manifest, [RUNC])))
+    assert str(exc.value).startswith('cannot fetch %s from the bundle server http://127.0.0.1:9 (1 attempts): cannot reach '
+                                     'http://127.0.0.1:9' % RUNC)
+    assert 'pa55' not in str(exc.value) and 's3cr3tT0ken' not in str(exc.value)
+
+
+def test_token_option_and_token_in_url_reach_the_same_files(bundle, tmp_path):
+    root, manifest = bundle
+    files = check_files(files_of(manifest, [RUNC]))
+    with serving(root, tmp_path, token='tok') as state:
+        apart = Mirror(str(tmp_path / 'a'), S.url_of(state, '127.0.0.1', with_token=False), token='tok', retries=0)
+        _fetch_all(apart, files)
+        joined = Mirror(str(tmp_path / 'b'), S.url_of(state, '127.0.0.1'), retries=0)
+        _fetch_all(joined, files)
+    assert apart.fetched == joined.fetched == [RUNC]
+    assert (tmp_path / 'a' / RUNC).read_bytes() == (tmp_path / 'b' / RUNC).read_bytes()
+
+
+def test_redact_url():
+    from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import redact_url
+    assert redact_url('http://u:p@ss@host:1/tok/x', ['tok']) == 'http://host:1/********/x'
+    assert redact_url('cannot fetch HTTPS://user@example.com/a?b=c@d: e@f', ['']) == 'cannot fetch HTTPS://example.com/a?b=c@d: e@f'
+    assert redact_url('/local/path@1') == '/local/path@1'

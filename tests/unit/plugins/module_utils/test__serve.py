@@ -3,11 +3,14 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The bundle server: a real daemon on 127.0.0.1, spoken to over raw HTTP."""
 
+import contextlib
 import hashlib
 import http.client
 import os
 import socket
 import stat
+import subprocess
+import threading
 import time
 
 import pytest
@@ -206,3 +209,220 @@ def test_stale_state_is_not_running(tmp_path):
 def test_url_of():
     assert S.url_of({'address': '0.0.0.0', 'port': 8765, 'token': 'abc'}) == 'http://0.0.0.0:8765/abc'
     assert S.url_of({'address': '::', 'port': 1, 'token': ''}, host='fd00::1') == 'http://[fd00::1]:1'
+
+
+# ---------------------------------------------------------------- hardening (issue 9, items 6 and 8)
+
+EMPTY = 'apps/shop/1.0/empty.txt'
+
+
+@pytest.fixture
+def small(tmp_path):
+    root = tmp_path / 'b'
+    make_bundle(root, arches=('x86_64',), big=1024, extra={EMPTY: b''})
+    return str(root)
+
+
+@contextlib.contextmanager
+def in_thread(root, **kw):
+    """A BundleServer on 127.0.0.1 served by a thread of this process (its counters can be read)."""
+    server = S.BundleServer(root, '127.0.0.1', 0, 'tok', **kw)
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def state_of(server):
+    return {'port': server.server_address[1]}
+
+
+def wait_for(predicate, what):
+    deadline = time.time() + 30
+    while not predicate():
+        assert time.time() < deadline, 'gave up waiting for ' + what
+        time.sleep(0.02)
+
+
+def test_suffix_range_of_an_empty_file_is_unsatisfiable(tmp_path):
+    assert S.parse_range('bytes=-5', 0) == 'unsatisfiable'
+    assert S.parse_range('bytes=0-', 0) == 'unsatisfiable'
+    root = tmp_path / 'b'
+    make_bundle(root, arches=('x86_64',), big=1024, extra={EMPTY: b''})
+    with serving(root, tmp_path, token='tok') as state:
+        status, headers, body = request(state, '/tok/' + EMPTY, headers={'Range': 'bytes=-5'})
+        assert (status, headers['Content-Range'], body) == (416, 'bytes */0', b'')
+        assert request(state, '/tok/' + EMPTY)[:3:2] == (200, b'')
+
+
+@pytest.mark.parametrize('header', [
+    'bytes=%s-' % ('9' * 4300),
+    'bytes=0-%s' % ('9' * 4300),
+    'bytes=-%s' % ('9' * 4300),
+])
+def test_absurdly_long_range_is_refused_and_the_server_lives_on(server, header):
+    assert S.parse_range(header, 10) == 'unsatisfiable'
+    status, headers, dummy = request(server, '/s3cr3t/' + RUNC, headers={'Range': header})
+    assert status == 416 and headers['Content-Range'].startswith('bytes */')
+    assert request(server, '/s3cr3t/manifest.json')[0] == 200
+    # leading zeros are not digits of the position
+    assert S.parse_range('bytes=%s5-' % ('0' * 4300), 10) == (5, 9)
+
+
+def test_only_authenticated_requests_are_activity(small):
+    with in_thread(small) as server:
+        server._last = time.time() - 1000   # idle for 1000 s
+        for path in ('/' + RUNC, '/wrong/' + RUNC, '/tok', '/tokx/install.yml'):
+            assert request(state_of(server), path)[0] == 404
+        assert request(state_of(server), '/tok/install.yml', method='PUT')[0] == 501
+        assert server.idle_for() >= 1000 and server.requests == 0
+        assert request(state_of(server), '/tok/install.yml')[0] == 200
+        assert server.idle_for() < 1000 and server.requests == 1
+        # a request with the token for a file the bundle does not list is still the play's host: activity
+        server._last = time.time() - 1000
+        assert request(state_of(server), '/tok/secret.txt')[0] == 404
+        assert server.idle_for() < 1000
+
+
+def test_connections_are_capped(small):
+    with in_thread(small, max_connections=2) as server:
+        idle = [socket.create_connection(('127.0.0.1', server.server_address[1]), timeout=10) for dummy in range(2)]
+        try:
+            wait_for(lambda: len(server._pending) == 2, 'two accepted connections')
+            third = socket.create_connection(('127.0.0.1', server.server_address[1]), timeout=10)
+            with third:
+                answer = third.recv(4096)
+            assert answer.startswith(b'HTTP/1.0 503 ') and server.refused == 1
+            assert request(state_of(server), '/tok/install.yml')[0] == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        wait_for(lambda: not server._pending, 'the idle connections to end')
+        assert request(state_of(server), '/tok/install.yml')[0] == 200
+
+
+def test_slow_headers_are_dropped_authenticated_transfers_are_not(small):
+    with in_thread(small) as server:
+        slow = socket.create_connection(('127.0.0.1', server.server_address[1]), timeout=10)
+        with slow:
+            slow.sendall(b'GET /tok/install.yml HTTP/1.0\r\nX-Slow: ')   # headers never finished
+            wait_for(lambda: len(server._pending) == 1, 'the slow connection')
+            assert server.drop_slow(now=time.time() + 1) == 0            # within header_timeout: kept
+            assert server.drop_slow(now=time.time() + server.header_timeout + 1) == 1
+            assert slow.recv(4096) == b''                                # closed by the server
+        # an authenticated request leaves the list of connections the deadline applies to
+        conn = http.client.HTTPConnection('127.0.0.1', server.server_address[1], timeout=10)
+        try:
+            conn.request('GET', '/tok/' + RUNC)
+            resp = conn.getresponse()
+            assert resp.status == 200 and not server._pending
+            assert server.drop_slow(now=time.time() + 1000) == 0
+            assert len(resp.read()) == 1024
+        finally:
+            conn.close()
+
+
+def test_max_lifetime_ends_a_busy_server(small):
+    server = S.BundleServer(small, '127.0.0.1', 0, 'tok', idle_timeout=1000, max_lifetime=60)
+    server.begin()                       # a transfer that never ends: never idle
+    server.started -= 61                 # ... for longer than max_lifetime
+    thread = threading.Thread(target=server.serve_until_idle, kwargs={'poll': 0.05})
+    thread.daemon = True
+    thread.start()
+    thread.join(30)
+    try:
+        assert not thread.is_alive() and server.idle_for() == 0.0 and server.expired()
+    finally:
+        server.server_close()
+
+
+def test_daemon_records_its_limits(small, tmp_path):
+    state = S.start(small, str(tmp_path), '127.0.0.1', free_port(), 'tok', 60, max_lifetime=120, max_connections=3)
+    try:
+        assert (state['max_lifetime'], state['max_connections']) == (120, 3)
+    finally:
+        S.stop(state, str(tmp_path))
+
+
+@pytest.mark.parametrize('mode', [0o777, 0o1777, 0o775, 0o757])
+def test_run_dir_others_can_write_is_refused(small, tmp_path, mode):
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    os.chmod(str(run_dir), mode)
+    port = free_port()
+    with pytest.raises(S.ServeError) as exc:
+        S.start(small, str(run_dir), '127.0.0.1', port, 'tok', 60)
+    assert str(exc.value).startswith('run_dir %s has mode %04o, expected no write permission for group and others'
+                                     % (run_dir, mode))
+    assert os.listdir(str(run_dir)) == []
+    with pytest.raises(socket.error):
+        socket.create_connection(('127.0.0.1', port), timeout=2)
+
+
+def test_run_dir_of_another_user_is_refused(small, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give a directory away')
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    os.chown(str(run_dir), 4242, 4242)
+    with pytest.raises(S.ServeError, match='belongs to uid 4242, expected root or uid 0'):
+        S.start(small, str(run_dir), '127.0.0.1', free_port(), 'tok', 60)
+
+
+def test_state_files_never_follow_a_planted_link(tmp_path, monkeypatch):
+    victim = tmp_path / 'victim'
+    victim.write_bytes(b'precious')
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    state_file, pid_file = S.state_paths(str(run_dir), 1)
+    # the names the temporaries had: predictable
+    for name in ('%s.tmp-%d' % (state_file, os.getpid()), pid_file + '.tmp'):
+        os.symlink(str(victim), name)
+    state = {'pid': 12345, 'start_time': 'x', 'port': 1, 'token': 'tok'}
+    S.write_state(str(run_dir), 1, state)
+    assert victim.read_bytes() == b'precious'
+    assert S.read_state(str(run_dir), 1) == state
+    assert stat.S_IMODE(os.lstat(state_file).st_mode) == 0o600 and stat.S_IMODE(os.lstat(pid_file).st_mode) == 0o644
+    # even a link planted at the random name is never written through (O_EXCL|O_NOFOLLOW)
+    monkeypatch.setattr(S.os, 'urandom', lambda n: b'\x00' * n)
+    os.symlink(str(victim), '%s.tmp-%d-%s' % (state_file, os.getpid(), '00' * 6))
+    with pytest.raises(OSError):
+        S.write_state(str(run_dir), 1, dict(state, pid=999))
+    assert victim.read_bytes() == b'precious' and S.read_state(str(run_dir), 1) == state
+
+
+@pytest.fixture
+def bystander():
+    """A process the caller did not start as a bundle server."""
+    proc = subprocess.Popen(['sleep', '300'])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def planted(run_dir, pid):
+    return {'pid': pid, 'start_time': S.proc_start_time(pid), 'port': 1, 'path': '/x', 'address': '127.0.0.1',
+            'token': ''}
+
+
+@pytest.mark.parametrize('how', ['other owner', 'group writable', 'symlink'])
+def test_state_file_not_the_callers_own_is_ignored(tmp_path, bystander, how):
+    run_dir = str(tmp_path)
+    state_file = S.state_paths(run_dir, 1)[0]
+    S.write_state(run_dir, 1, planted(run_dir, bystander.pid))
+    assert S.read_state(run_dir, 1)['pid'] == bystander.pid    # the caller's own file is read
+    if how == 'other owner':
+        if os.geteuid() != 0:
+            pytest.skip('needs root to give a file away')
+        os.chown(state_file, 4242, 4242)
+    elif how == 'group writable':
+        os.chmod(state_file, 0o620)
+    else:
+        os.rename(state_file, state_file + '.elsewhere')
+        os.symlink(state_file + '.elsewhere', state_file)
+    assert S.read_state(run_dir, 1) is None
+    assert bystander.poll() is None

@@ -4,8 +4,10 @@
 """bundle_pull against a real bundle server (bundle_serve's daemon) on 127.0.0.1."""
 
 import hashlib
+import json
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -185,3 +187,58 @@ def test_bad_input(site, capsys):
     result, code = fetch(site, capsys, files=[{'path': '../etc/passwd', 'size': 1, 'sha256': 'a' * 64}])
     assert code == 1 and 'files[0].path' in result['msg']
     assert LOCK_FILE not in (os.listdir(site['dest']) if os.path.isdir(site['dest']) else [])
+
+
+# ---------------------------------------------------------------- hardening (issue 9, items 5 and 8)
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KiB tmpfs (skips where it cannot be mounted)."""
+    mnt = tmp_path / 'small'
+    mnt.mkdir()
+    if subprocess.call(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)]) != 0:
+        pytest.skip('cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)')
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.call(['umount', '-l', str(mnt)])
+
+
+def test_token_is_an_option_and_never_shown(site, capsys):
+    base = 'http://127.0.0.1:%d' % site['port']
+    result, code = fetch(site, capsys, url=base, token='k3y')
+    assert code == 0 and result['changed'] is True and len(result['fetched']) == len(site['selection']['files'])
+    assert 'k3y' not in json.dumps(result)
+    assert result['invocation']['module_args']['token'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+    # failures name the server, never the token
+    os.unlink(os.path.join(site['dest'], RUNC))
+    result, code = fetch(site, capsys, url=base, token='n0tTheT0ken')
+    assert code == 1 and result['msg'].startswith('the bundle server %s has no %s (HTTP 404)' % (base, RUNC))
+    assert 'n0tTheT0ken' not in json.dumps(result)
+    run_module(bundle_serve, {'state': 'stopped', 'port': site['port'], 'run_dir': site['run_dir']}, capsys)
+    result, code = fetch(site, capsys, url=base + '/', token='k3y', retries=0)
+    assert code == 1 and result['msg'].startswith('cannot fetch %s from the bundle server %s (1 attempts)' % (RUNC, base))
+    assert 'k3y' not in json.dumps(result)
+
+
+def test_url_with_userinfo_is_refused_and_masked(site, capsys):
+    url = 'http://ferry:pa55w0rd@127.0.0.1:%d' % site['port']
+    result, code = fetch(site, capsys, url=url, token='k3y')
+    assert code == 1 and result['msg'] == (
+        'url must not carry user:password@ (the bundle server takes a token option), got http://127.0.0.1:%d'
+        % site['port'])
+    assert 'pa55w0rd' not in json.dumps(result) and not os.path.exists(site['dest'])
+
+
+def test_local_disk_full_fails_at_once_naming_the_hosts_filesystem(site, capsys, small_fs):
+    dest = os.path.join(small_fs, 'mirror')
+    result, code = fetch(site, capsys, dest=dest, retries=3)
+    assert code == 1
+    assert result['msg'].startswith("no space left on this host's filesystem %s (" % small_fs)
+    assert ' while writing %s/' % dest in result['msg'] and 'not retried' in result['msg']
+    assert 'attempts' not in result['msg'] and 'cannot fetch' not in result['msg']
+    failed = result['msg'].split(' while writing ', 1)[1].split('.part: ', 1)[0]
+    size = dict((f['path'], f['size']) for f in site['selection']['files'])[os.path.relpath(failed, dest)]
+    fetched = sum(f['size'] for f in site['selection']['files'] if f['path'] in result['fetched'])
+    assert result['bytes_transferred'] <= fetched + size   # one attempt at the file, no more
+    assert not os.path.exists(failed + ".part")
