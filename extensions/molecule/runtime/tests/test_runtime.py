@@ -246,3 +246,36 @@ def test_interrupted_install_converges_on_rerun(hosts, manifest):
     # And the site is back at rest.
     again = install()
     assert again.rc == 0 and all(s['changed'] == 0 for s in again.stats().values()), again.stats()
+
+
+# --------------------------------------------------------------------------- secrets
+
+def test_no_secret_in_any_output_or_journal(hosts):
+    """The whole install at -vvv with the JSON callback: the serve token is in no output and no host's journal.
+
+    Every secret of this inventory is searched for: the serve token (a known one, so it can be searched for).
+    The registry password of a build is searched for by tests/unit/playbooks/test_bundle_playbook.py; there is
+    no cluster token until k3s exists.
+    """
+    token = 'FerrySecretT0ken' + os.urandom(8).hex()
+    victim = hosts['rt-amd64-c']
+    gone = victim.check_output('find /var/lib/ferry/bundle/artifacts -type f | sort | head -n 1')
+    victim.check_output('rm -f %s' % gone)   # so the server starts and a host pulls with the token
+    control = 'ferry-journal-control-' + os.urandom(4).hex()
+    for host in hosts.values():
+        host.check_output('logger -t ferry-test %s' % control)
+    run = run_playbook(INSTALL, os.environ['MOLECULE_INVENTORY_FILE'], {'distribute_token': token}, timeout=1500,
+                       args=['-vvv'])
+    assert run.rc == 0, run.tail()
+    text = run.stdout + run.stderr
+    data = json.loads(run.stdout[run.stdout.index('\n{\n') + 1:])
+    pulls = [t['hosts'] for play in data['plays'] for t in play['tasks'] if t['task']['name'].startswith('Pull this host')]
+    assert pulls and pulls[0]['rt-amd64-c']['changed'], 'no host pulled with the token: the search would prove nothing'
+    assert pulls[0]['rt-amd64-c']['invocation']['module_args']['token'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+    assert victim.file(gone).is_file
+    assert token not in text
+    for name, host in hosts.items():
+        journal = host.check_output('journalctl --no-pager -o short')
+        assert control in journal, '%s: the journal search does not see what is logged' % name
+        assert token not in journal, '%s: the serve token is in the journal' % name
+    assert 'ferry.airgap.bundle_pull' in victim.check_output('journalctl --no-pager -o short')  # modules do log there
