@@ -337,6 +337,20 @@ def write_spec(path, version, artifacts, images, key):
     return hashlib.sha256(data).hexdigest()
 
 
+def _code_sha():
+    """sha256 over the files that go into a bundle's kit: plugins/, roles/, playbooks/, galaxy.yml."""
+    digest = hashlib.sha256()
+    for top in ('plugins', 'roles', 'playbooks', 'galaxy.yml'):
+        for root, dirs, names in sorted(os.walk(os.path.join(TOP, top))) if os.path.isdir(os.path.join(TOP, top)) \
+                else [(TOP, [], [top])]:
+            if '__pycache__' in root.split(os.sep):
+                continue
+            for name in sorted(names):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, TOP).encode() + b'\0' + _read(path) + b'\0')
+    return digest.hexdigest()
+
+
 def build_bundle(spec, dest, key, stamp, spec_sha, force):
     if not force and os.path.exists(os.path.join(dest, 'manifest.json')) and os.path.exists(stamp) \
             and _read(stamp).decode().strip() == spec_sha:
@@ -390,7 +404,8 @@ def main(argv=None):
         spec = os.path.join(out, 'specs', 'ferry-test-%s.yml' % args.version)
         spec_sha = write_spec(spec, args.version, artifacts, images, key)
         # The bundle also depends on the signing key: a regenerated key means a rebuild.
-        stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode()).encode()).hexdigest()
+        # the bundle also carries the kit (collection, bootstrap, playbooks): rebuilt when that code changes
+        stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode() + _code_sha()).encode()).hexdigest()
         log('spec %s (sha256 %s); debian versions: %s' % (
             os.path.relpath(spec, TOP), spec_sha[:12], ', '.join('%s %s' % i for i in sorted(versions.items()))))
         if args.spec_only:
