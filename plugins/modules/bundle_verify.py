@@ -157,6 +157,15 @@ site_local:
   type: list
   elements: str
   sample: [.ferry-venv/, collections/, inventory/hosts.yml]
+carried_over:
+  description:
+    - The site's own paths (see RV(site_local)) moved from the bundle that was at O(dest) into the new one
+      that replaced it; directories end with C(/). Run C(./bootstrap) again after an upgrade in place, so
+      C(.ferry-venv/) and C(collections/) match the new kit.
+  returned: always
+  type: list
+  elements: str
+  sample: [.ferry-venv/, collections/, inventory/hosts.yml]
 ansible_facts:
   description:
     - Facts set on the host the task ran on, when the verified bundle is a directory (a bundle directory in
@@ -197,12 +206,12 @@ from ansible_collections.ferry.airgap.plugins.module_utils import _cli
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, read_bytes, replace_dir, tmp_sibling
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import MANIFEST, SIGNATURE, BundleError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import apply_delta
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import parse_manifest, read_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import MANIFEST_LIMIT, parse_manifest, read_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import (
     check_chunks, describe_source, resolve_pack, unpack)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import guard_dest, place_bundle, verify_bundle
 
 
 class _Counter(object):
@@ -223,7 +232,7 @@ def _check_signature(module, bundle_dir, raw, result):
     if not p['allowed_signers']:
         sig['message'] = 'not checked: no allowed_signers given'
         return
-    if not os.path.isfile(sig_path):
+    if not os.path.isfile(sig_path) or os.path.islink(sig_path):
         if p['require_signature']:
             raise BundleError('signature %s is missing (require_signature is true)' % sig_path)
         sig['message'] = 'not checked: %s is missing' % sig_path
@@ -233,96 +242,120 @@ def _check_signature(module, bundle_dir, raw, result):
     sig.update(verified=True, principal=out['principal'], message=out['message'])
 
 
+def _describe(result, manifest):
+    result.update(name=manifest.get('name'), version=manifest.get('version'), delta=bool(manifest.get('delta')),
+                  images=manifest.get('images') or [])
+
+
+def _partial(bundle_dir, manifest):
+    """True for a delta whose files are not all there (verified without its base)."""
+    return bool(manifest.get('delta')) and any(
+        not os.path.isfile(os.path.join(bundle_dir, rel)) for rel in manifest['files'])
+
+
 def _same_bundle(dest, raw, result, counter, extra_filter):
     """True when ``dest`` already holds a bundle with manifest bytes ``raw`` that verifies."""
-    if read_bytes(os.path.join(dest, MANIFEST)) != raw:
+    if read_bytes(os.path.join(dest, MANIFEST), MANIFEST_LIMIT) != raw:
         return False
     manifest = parse_manifest(raw)
     skipped = []
-    if verify_bundle(dest, manifest, progress=counter, extra_filter=extra_filter, skipped=skipped):
+    if verify_bundle(dest, manifest, progress=counter, partial=_partial(dest, manifest), extra_filter=extra_filter,
+                     skipped=skipped):
         return False
     result['site_local'] = skipped
     return True
 
 
 def _verify(module, result, counter, cleanup, timer):
+    """Verify (and place) the bundle; returns the manifest of the bundle directory left at ``result['path']``."""
     p = module.params
     path = p['path']
     extra_filter = ExtraFilter(p['ignore_extra'])
     kind = describe_source(path)
-    bundle_dir = path
-    staged = None
     if kind == 'tar':
-        tar_path, parts = resolve_pack(path)
-        if parts is not None:
-            problems = check_chunks(tar_path, parts)
-            if problems:
-                result['problems'] = problems
-                raise BundleError('chunked tar %s is damaged' % tar_path)
-        if module.check_mode:
-            result['changed'] = bool(p['dest'])
-            result['msg'] = 'check mode: %s was not unpacked, so only its chunk list was checked' % path
-            return
-        if p['dest']:
-            holder = tmp_sibling(p['dest'], directory=True)
-        else:
-            holder = tempfile.mkdtemp(prefix='.ferry-verify-')
-        cleanup.append(holder)
-        staged = os.path.join(holder, 'bundle')
-        unpack(path, staged)
-        bundle_dir = staged
-    elif p['dest'] is not None and os.path.abspath(p['dest']) == os.path.abspath(path):
+        return _verify_tar(module, result, counter, cleanup, timer, extra_filter)
+    if p['dest'] is not None and os.path.abspath(p['dest']) == os.path.abspath(path):
         p['dest'] = None
 
-    manifest, raw = read_manifest(bundle_dir)
-    result.update(name=manifest.get('name'), version=manifest.get('version'), delta=bool(manifest.get('delta')),
-                  images=manifest.get('images') or [])
-    _check_signature(module, bundle_dir, raw, result)
+    manifest, raw = read_manifest(path)
+    _describe(result, manifest)
+    _check_signature(module, path, raw, result)
 
     files = manifest['files']
-    incomplete_delta = bool(manifest.get('delta')) and any(
-        not os.path.isfile(os.path.join(bundle_dir, rel)) for rel in files)
+    incomplete_delta = _partial(path, manifest)
     timer['start'] = time.time()
     if incomplete_delta and p['base']:
         target = p['dest']
         if target and _same_bundle(target, raw, result, counter, extra_filter):
             result.update(path=target, complete=True, files_checked=len(files))
-        elif module.check_mode:
+            return manifest
+        if target:
+            guard_dest(target)  # before any work: a directory that is not a bundle is never replaced
+        if module.check_mode:
             result.update(changed=bool(target), complete=False, files_checked=0,
                           msg='check mode: the delta was not reconstructed')
-            return
-        else:
-            if not target:
-                holder = tempfile.mkdtemp(prefix='.ferry-verify-')
-                cleanup.append(holder)
-                target = os.path.join(holder, 'bundle')
-            apply_delta(bundle_dir, p['base'], target, progress=counter)
-            result.update(path=target if p['dest'] else path, complete=True, files_checked=len(files),
-                          changed=bool(p['dest']))
+            return None
+        def place(staged, dest):
+            if p['dest']:
+                result['carried_over'] = place_bundle(staged, dest, manifest)
+            else:
+                replace_dir(staged, dest)
+
+        if not target:
+            holder = tempfile.mkdtemp(prefix='.ferry-verify-')
+            cleanup.append(holder)
+            target = os.path.join(holder, 'bundle')
+        apply_delta(path, p['base'], target, progress=counter, place=place)
+        result.update(path=target if p['dest'] else path, complete=True, files_checked=len(files),
+                      changed=bool(p['dest']))
+        return manifest
+    result['problems'] = verify_bundle(path, manifest, progress=counter, partial=incomplete_delta,
+                                       extra_filter=extra_filter, skipped=result['site_local'])
+    result.update(path=path, complete=not incomplete_delta,
+                  files_checked=len(manifest['delta']['present']) if incomplete_delta else len(files))
+    return manifest
+
+
+def _verify_tar(module, result, counter, cleanup, timer, extra_filter):
+    """A tar or its chunks: manifest and signature first, then only the listed members, then every file."""
+    p = module.params
+    path, dest = p['path'], p['dest']
+    tar_path, parts = resolve_pack(path)
+    if parts is not None:
+        problems = check_chunks(tar_path, parts)
+        if problems:
+            result['problems'] = problems
+            raise BundleError('chunked tar %s is damaged' % tar_path)
+    if dest:
+        guard_dest(dest)  # before any work: a directory that is not a bundle is never replaced
+    if module.check_mode:
+        result['changed'] = bool(dest)
+        result['msg'] = 'check mode: %s was not unpacked, so only its chunk list was checked' % path
+        return None
+    if dest:
+        holder = tmp_sibling(dest, directory=True)
     else:
-        # Site-local paths are skipped in a directory, never in what a tar unpacked.
-        dir_filter = None if staged else extra_filter
-        result['problems'] = verify_bundle(bundle_dir, manifest, progress=counter, partial=incomplete_delta,
-                                           extra_filter=dir_filter, skipped=result['site_local'])
-        result.update(path=path, complete=not incomplete_delta,
-                      files_checked=len(manifest['delta']['present']) if incomplete_delta else len(files))
-        if staged and not result['problems'] and p['dest']:
-            _place(staged, p['dest'], raw, result, extra_filter)
+        holder = tempfile.mkdtemp(prefix='.ferry-verify-')
+    cleanup.append(holder)
+    staged = os.path.join(holder, 'bundle')
 
+    def before_extract(head_dir, manifest, raw):
+        _describe(result, manifest)
+        _check_signature(module, head_dir, raw, result)
 
-def _place(staged, dest, raw, result, extra_filter):
-    """Move the verified unpacked bundle to ``dest`` unless the same bundle is already there intact."""
+    # Site-local paths are never skipped in what a tar unpacked: unlisted members are problems.
+    manifest, raw = unpack(path, staged, before_extract=before_extract, problems=result['problems'])
+    timer['start'] = time.time()
+    result['problems'].extend(verify_bundle(staged, manifest, progress=counter))
+    result.update(path=path, complete=True, files_checked=len(manifest['files']))
+    if result['problems'] or not dest:
+        return None
     result['path'] = dest
-    if read_bytes(os.path.join(dest, MANIFEST)) == raw:
-        manifest = parse_manifest(raw)
-        partial = bool(manifest.get('delta')) and not all(
-            os.path.isfile(os.path.join(dest, rel)) for rel in manifest['files'])
-        skipped = []
-        if not verify_bundle(dest, manifest, partial=partial, extra_filter=extra_filter, skipped=skipped):
-            result['site_local'] = skipped
-            return
-    replace_dir(staged, dest)
+    if _same_bundle(dest, raw, result, None, extra_filter):
+        return manifest
+    result['carried_over'] = place_bundle(staged, dest, manifest)
     result['changed'] = True
+    return manifest
 
 
 def main():
@@ -341,12 +374,13 @@ def main():
     )
     counter = _Counter()
     result = dict(changed=False, path=module.params['path'], files_checked=0, bytes_checked=0, seconds=0.0,
-                  mb_per_s=0.0, images=[], problems=[], site_local=[])
+                  mb_per_s=0.0, images=[], problems=[], site_local=[], carried_over=[])
     cleanup = []
     timer = {}
     error = None
+    manifest = None
     try:
-        _verify(module, result, counter, cleanup, timer)
+        manifest = _verify(module, result, counter, cleanup, timer)
     except (BundleError, FsError) as e:
         error = str(e)
     finally:
@@ -362,12 +396,9 @@ def main():
     if result['problems']:
         module.fail_json(msg='bundle %s failed verification (%d problems): %s' % (
             result['path'], len(result['problems']), '; '.join(result['problems'])), **result)
-    if os.path.isfile(os.path.join(result['path'], MANIFEST)):
-        # The verified bundle directory, as the fact ferry_bundle for the plays that follow.
-        try:
-            manifest = read_manifest(result['path'])[0]
-        except BundleError as e:
-            module.fail_json(msg=str(e), **result)
+    if manifest is not None and os.path.isdir(result['path']):
+        # The verified bundle directory, as the fact ferry_bundle for the plays that follow: from the
+        # manifest that was verified, never read again (it may have changed since).
         names = [a.get('name') for a in manifest.get('artifacts') or []]
         result['ansible_facts'] = dict(ferry_bundle=dict(
             dir=result['path'], name=manifest.get('name'), version=manifest.get('version'),
