@@ -204,7 +204,7 @@ def _link_target(tar, member, archive_name):
         wanted = posixpath.normpath(member.linkname)
         candidates = tar.members[:tar.members.index(member)] if member in tar.members else tar.members
     for other in reversed(candidates):
-        if other is not member and posixpath.normpath(other.name) == wanted:
+        if posixpath.normpath(other.name) == wanted:
             return other
     kind = 'symlink' if member.issym() else 'hardlink'
     raise UnsafeTarError(archive_name, member.name, "%s target '%s' is not in the archive" % (kind, member.linkname))

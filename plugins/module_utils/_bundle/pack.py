@@ -490,6 +490,11 @@ def describe_source(path):
     """Classify a verify source: ``'dir'``, ``'tar'`` (a tar, a chunk or a parts.json) or raise."""
     if os.path.isdir(path):
         return 'dir'
+    for candidate in (path, _parts_path(path)):
+        if os.path.lexists(candidate) and (os.path.islink(candidate) or not os.path.isfile(candidate)):
+            raise BundleError('%s: expected a regular file (a tar, a chunk or a .parts.json) or a bundle directory, '
+                              'actual %s' % (candidate, 'a symlink (give the file it points to)' if os.path.islink(candidate)
+                                                 else 'a special file'))
     if os.path.isfile(path) or os.path.isfile(_parts_path(path)):
         return 'tar'
     raise BundleError('%s does not exist' % path)
