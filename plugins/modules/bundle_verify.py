@@ -13,9 +13,15 @@ description:
     against the manifest (missing, unlisted, size, sha256), image blobs against their names and the blobs
     the images need.
   - O(path) may be a bundle directory, a bundle tar, the first chunk (C(.000)) of a chunked tar or its
-    C(.parts.json). Chunks are checked against the chunk list, then the tar is unpacked safely (members
-    with C(..), absolute paths or escaping links are refused). Without O(dest) it is unpacked into a
-    temporary directory that is removed afterwards.
+    C(.parts.json). Chunks are checked against the chunk list. The tar must be uncompressed; members with
+    C(..), absolute paths, escaping links, devices, fifos or sparse data are refused before anything is
+    written. Then C(manifest.json) and its signature are read from the tar and the signature is verified;
+    only then are the members the manifest lists extracted, each only when its size is the listed one
+    (unlisted members, links and members of another size are reported, never extracted). Files get mode
+    0644 (0755 when executable) and, as root, owner root. Without O(dest) it is unpacked into a temporary
+    directory that is removed afterwards.
+  - Only regular files are read (never through a symlink, never a fifo or device), with size bounds for
+    C(manifest.json), its signature and the image index; the manifest's structure is checked before use.
   - When the bundle is a delta and O(base) is given, the full bundle is reconstructed from the delta and
     the base (refusing a base other than the one the delta was built against) and verified. A delta
     verified without O(base) only has its shipped files checked (RV(complete=false)).
@@ -44,6 +50,11 @@ options:
     description:
       - Where to put the unpacked (tar) or reconstructed (delta + O(base)) bundle. Replaced atomically when
         its content differs. Not used when O(path) is a full bundle directory.
+      - Only a missing path, an empty directory or a bundle directory (one holding C(manifest.json)) is
+        accepted; anything else (a non-empty directory without a manifest, a file, a symlink) is refused
+        before any work, in check mode too.
+      - The site-local paths of a bundle directory replaced here (see O(ignore_extra)) are moved into the new
+        bundle (RV(carried_over)); when the new bundle lists files at those paths the run is refused naming them.
     type: path
   ignore_extra:
     description:
