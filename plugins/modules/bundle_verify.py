@@ -306,6 +306,7 @@ def _verify(module, result, counter, cleanup, timer):
             result.update(changed=bool(target), complete=False, files_checked=0,
                           msg='check mode: the delta was not reconstructed')
             return None
+
         def place(staged, dest):
             if p['dest']:
                 result['carried_over'] = place_bundle(staged, dest, manifest)

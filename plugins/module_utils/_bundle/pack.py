@@ -492,9 +492,9 @@ def describe_source(path):
         return 'dir'
     for candidate in (path, _parts_path(path)):
         if os.path.lexists(candidate) and (os.path.islink(candidate) or not os.path.isfile(candidate)):
+            what = 'a symlink (give the file it points to)' if os.path.islink(candidate) else 'a special file'
             raise BundleError('%s: expected a regular file (a tar, a chunk or a .parts.json) or a bundle directory, '
-                              'actual %s' % (candidate, 'a symlink (give the file it points to)' if os.path.islink(candidate)
-                                                 else 'a special file'))
+                              'actual %s' % (candidate, what))
     if os.path.isfile(path) or os.path.isfile(_parts_path(path)):
         return 'tar'
     raise BundleError('%s does not exist' % path)

@@ -153,8 +153,8 @@ def test_member_reader_odd_links(tmp_path, members, reason):
 
 def test_safe_extract_fixed_modes_and_conflicts(tmp_path):
     path = _tar(str(tmp_path / 'x.tar'), [('d', tarfile.DIRTYPE, '', b'', 0o777),
-                                         ('d/exe', tarfile.REGTYPE, '', b'#!', 0o4777),
-                                         ('d/data', tarfile.REGTYPE, '', b'x', 0o666)])
+                                          ('d/exe', tarfile.REGTYPE, '', b'#!', 0o4777),
+                                          ('d/data', tarfile.REGTYPE, '', b'x', 0o666)])
     dest = tmp_path / 'out'
     _safetar.safe_extract(path, str(dest))
     assert [stat.S_IMODE(os.stat(str(dest / n)).st_mode) for n in ('d', 'd/exe', 'd/data')] == [0o755, 0o755, 0o644]
