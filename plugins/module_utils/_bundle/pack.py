@@ -27,6 +27,9 @@ CHUNK_RE = re.compile(r'^(?P<base>.+)\.(?P<index>\d{3})$')
 RESERVED_LIMITS = {MANIFEST: MANIFEST_LIMIT, SIGNATURE: SIGNATURE_LIMIT, KIT_SUMS: MANIFEST_LIMIT, KIT_SIG: SIGNATURE_LIMIT}
 # The chunk list (.parts.json) is small: at most 1000 parts.
 PARTS_LIMIT = 1024 * 1024
+# The most bytes one read of a bundle tar may ask for (member data is read in smaller pieces; the
+# manifest, at most MANIFEST_LIMIT, in one).
+MAX_TAR_READ = 16 * 1024 * 1024
 
 
 class _ChunkWriter(object):
@@ -257,15 +260,21 @@ def check_chunks(tar_path, parts, progress=None):
     return problems
 
 
-class _Chunks(object):
-    """The checked chunks of a tar read as one seekable file (no joined copy on disk)."""
+class _TarSource(object):
+    """A tar, or its checked chunks, read as one seekable file (no joined copy on disk).
+
+    No single read may ask for more than :data:`MAX_TAR_READ` bytes: Ferry reads member data in
+    pieces of at most that, so only a tar header (a pax or GNU long-name record, which ``tarfile``
+    reads whole into memory) could, and a header that large is refused before it is read.
+    """
 
     def __init__(self, paths):
         self.name = paths[0]
         self._spans = []
         offset = 0
         for path in paths:
-            size = os.path.getsize(path)
+            with open_regular(path) as handle:  # FsError for a symlink, a fifo, a device
+                size = os.fstat(handle.fileno()).st_size
             self._spans.append((offset, size, path))
             offset += size
         self._size = offset
@@ -288,6 +297,9 @@ class _Chunks(object):
     def read(self, size=-1):
         if size is None or size < 0:
             size = self._size - self._pos
+        if size > MAX_TAR_READ:
+            raise IOError(errno.EFBIG, 'a tar header record of %d bytes at offset %d: expected at most %d bytes' % (
+                size, self._pos, MAX_TAR_READ))
         out = []
         while size > 0 and self._pos < self._size:
             index = max(i for i, span in enumerate(self._spans) if span[0] <= self._pos)
@@ -312,9 +324,9 @@ def _open_source(tar_path, parts):
     """The tar (or its chunks joined on the fly) as a seekable binary file object."""
     try:
         if parts is None:
-            return open_regular(tar_path)
+            return _TarSource([tar_path])
         parent = os.path.dirname(os.path.abspath(tar_path))
-        return _Chunks([os.path.join(parent, part['name']) for part in parts])
+        return _TarSource([os.path.join(parent, part['name']) for part in parts])
     except FsError as e:
         raise BundleError('cannot read %s: %s' % (tar_path, e))
 

@@ -208,6 +208,24 @@ def test_sparse_tar_refused_on_a_small_filesystem(tmp_path, capsys, keys):
         assert os.listdir(fs) == []
 
 
+def test_huge_tar_header_is_refused_not_read(tmp_path, capsys, monkeypatch):
+    # a pax header record tarfile would read whole into memory, before any signature could be checked
+    monkeypatch.setattr(pack_mod, 'MAX_TAR_READ', 1 << 20, raising=False)
+    tar = str(tmp_path / 'header.tar')
+    pax = tarfile.TarInfo('././@PaxHeader')
+    pax.type = tarfile.XHDTYPE
+    pax.size = 4 << 20
+    with open(tar, 'wb') as f:
+        f.write(pax.tobuf(tarfile.USTAR_FORMAT))
+        f.write(b'9 a=b\n' * (pax.size // 6) + b'\n' * (pax.size % 6))
+        f.write(b'\0' * 1024)
+    dest = str(tmp_path / 'dest')
+    result, code = run_module(bundle_verify, {'path': tar, 'dest': dest, 'require_signature': False}, capsys)
+    assert code == 1 and 'a tar header record of %d bytes at offset 512: expected at most %d bytes' % (
+        4 << 20, 1 << 20) in result['msg']
+    assert not os.path.exists(dest) and siblings(dest) == []
+
+
 def test_disk_full_is_a_message_naming_the_filesystem(tmp_path, capsys, keys, monkeypatch):
     _root, _manifest, tar = signed_tar(tmp_path, keys, extra={'images/big.bin': os.urandom(3 << 20)})
     with small_fs('2m') as fs:
