@@ -15,7 +15,7 @@ import time
 from ansible_collections.ferry.airgap.plugins.module_utils import _safetar
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import file_mismatch, pretty_json, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import (
-    FsError, atomic_write, check_free, disk_full, makedirs, open_regular, remove, tmp_sibling)
+    FsError, atomic_write, check_free, disk_full, file_mode, makedirs, open_regular, remove, tmp_sibling)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
     FORMAT, KIT_SIG, KIT_SUMS, MANIFEST, SIGNATURE, BundleError, is_str)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import (
@@ -124,11 +124,13 @@ def _write_tar(bundle_dir, fileobj, top, mtime):
                 if d not in done:
                     done.add(d)
                     tar.addfile(_info(d, tarfile.DIRTYPE, mode=0o755))
-            full = os.path.join(bundle_dir, rel)
-            st = os.stat(full)
-            mode = 0o755 if st.st_mode & 0o111 else 0o644
-            with open(full, 'rb') as f:
-                tar.addfile(_info(rel, tarfile.REGTYPE, st.st_size, mode), f)
+            try:
+                handle = open_regular(os.path.join(bundle_dir, rel))  # no symlink, fifo or device
+            except FsError as e:
+                raise BundleError(str(e))
+            with handle:
+                st = os.fstat(handle.fileno())
+                tar.addfile(_info(rel, tarfile.REGTYPE, st.st_size, file_mode(st.st_mode)), handle)
     finally:
         tar.close()
 
