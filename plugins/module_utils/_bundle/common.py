@@ -11,7 +11,6 @@ into ``fail_json``. Everything that produces output is written under a temporary
 something that looks like a valid bundle.
 """
 
-import json
 import os
 import re
 import time
@@ -66,18 +65,6 @@ def check_relpath(relpath):
     if any(p in ('', '.', '..') for p in parts):
         return 'contains an empty, "." or ".." component'
     return None
-
-
-def load_json(path, what):
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except (IOError, OSError) as e:
-        raise BundleError('cannot read %s %s: %s' % (what, path, e.strerror or e))
-    try:
-        return json.loads(raw.decode('utf-8')), raw
-    except ValueError as e:
-        raise BundleError('%s %s is not valid JSON: %s' % (what, path, e))
 
 
 def utc_now():

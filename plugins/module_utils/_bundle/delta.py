@@ -3,14 +3,16 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Deltas: a bundle holding only the files a site's base bundle lacks, and rebuilding the full bundle from both."""
 
+import errno
 import os
-import shutil
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, sha256_bytes, sha256_file
-from ansible_collections.ferry.airgap.plugins.module_utils._fs import link_or_copy, remove, replace_dir, tmp_sibling
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import (
+    FsError, copy_file, disk_full, link_or_copy, remove, replace_dir, tmp_sibling)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    KIT_SIG, KIT_SUMS, MANIFEST, RESERVED, BundleError, is_str, load_json)
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import parse_manifest, read_manifest, write_manifest
+    KIT_SIG, KIT_SUMS, MANIFEST, SIGNATURE, BundleError, is_str)
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import (
+    MANIFEST_LIMIT, parse_manifest, read_json, read_manifest, write_manifest)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
 
 
@@ -23,7 +25,7 @@ def digest_inventory(source):
     if os.path.isdir(source):
         manifest, raw = read_manifest(source)
     else:
-        data, raw = load_json(source, 'digest inventory or manifest')
+        data, raw = read_json(source, 'digest inventory or manifest', MANIFEST_LIMIT)
         if isinstance(data, dict) and 'files' not in data and 'manifest_sha256' in data:
             return _check_inventory(data, source)
         manifest = parse_manifest(raw, source)
@@ -65,8 +67,8 @@ def delta_manifest(new_manifest, base_inventory):
 def build_delta(new_bundle_dir, base_inventory, dest_dir, signer=None):
     """Write to ``dest_dir`` a delta of ``new_bundle_dir`` against ``base_inventory``.
 
-    Only files whose sha256 the base lacks are hard-linked (or copied) and
-    re-hashed; the full new manifest is written with ``base`` and
+    Only files whose sha256 the base lacks are hard-linked (when ``_fs.link_or_copy`` finds that
+    safe, else copied with modes 0644/0755) and re-hashed; the full new manifest is written with ``base`` and
     ``delta.present`` set. ``signer(manifest_path)`` signs it when given.
     Built in a temporary sibling and renamed over ``dest_dir`` at the end.
     Returns a summary dict.
@@ -88,7 +90,7 @@ def build_delta(new_bundle_dir, base_inventory, dest_dir, signer=None):
             if not os.path.isfile(src):
                 raise BundleError('new bundle %s is incomplete: %s is missing' % (new_bundle_dir, rel))
             dst = os.path.join(tmp, rel)
-            link_or_copy(src, dst)
+            _put(src, dst)
             actual, size = sha256_file(dst)
             if actual != files[rel]['sha256']:
                 raise BundleError('new bundle %s: sha256 mismatch: %s: expected %s, actual %s' % (
@@ -98,8 +100,8 @@ def build_delta(new_bundle_dir, base_inventory, dest_dir, signer=None):
         if signer is not None:
             signer(os.path.join(tmp, MANIFEST))
         for name in (KIT_SUMS, KIT_SIG):  # derived from the files, which the delta lists unchanged
-            if os.path.isfile(os.path.join(new_bundle_dir, name)):
-                shutil.copyfile(os.path.join(new_bundle_dir, name), os.path.join(tmp, name))
+            if os.path.lexists(os.path.join(new_bundle_dir, name)):
+                _put(os.path.join(new_bundle_dir, name), os.path.join(tmp, name))
         replace_dir(tmp, dest_dir)
     except BaseException:
         remove(tmp)
@@ -115,13 +117,29 @@ def build_delta(new_bundle_dir, base_inventory, dest_dir, signer=None):
     }
 
 
-def apply_delta(delta_dir, base_dir, dest_dir, progress=None):
+def _put(src, dst):
+    """link_or_copy with the operator's messages: a special file or a full filesystem is a BundleError."""
+    try:
+        link_or_copy(src, dst)
+    except FsError as e:
+        raise BundleError(str(e))
+    except (IOError, OSError) as e:
+        if e.errno == errno.ENOSPC:
+            raise BundleError(str(disk_full(dst)))
+        raise BundleError('cannot write %s from %s: %s' % (dst, src, e.strerror or e))
+
+
+def apply_delta(delta_dir, base_dir, dest_dir, progress=None, place=replace_dir):
     """Reconstruct the full bundle of ``delta_dir`` into ``dest_dir`` using ``base_dir``.
 
     Files not shipped in the delta are taken from the base by sha256 (whatever
     their path there). Refuses a missing base or one whose manifest sha256 is
-    not the recorded base, naming both. The result is fully verified before it
-    is renamed into place. Returns ``(manifest, problems=[])``.
+    not the recorded base, naming both. Files are hard-linked only when
+    ``_fs.link_or_copy`` finds that safe (owned by us or root, modes 0644/0755, in
+    a directory no one else can write), else copied with modes 0644/0755. The
+    result is fully verified before ``place(tmp_dir, dest_dir)`` moves it into
+    place (default ``_fs.replace_dir``; bundle_verify passes one that guards
+    ``dest`` and carries the site's own files over). Returns ``(manifest, problems=[])``.
     """
     manifest, raw = read_manifest(delta_dir)
     if not manifest.get('delta'):
@@ -163,15 +181,21 @@ def apply_delta(delta_dir, base_dir, dest_dir, progress=None):
                 if not os.path.isfile(src):
                     raise BundleError('base %s is incomplete: %s (sha256 %s, needed for %s) is missing' % (
                         base_dir, base_rel, entry['sha256'], rel))
-            link_or_copy(src, os.path.join(tmp, rel))
-        for name in RESERVED:
-            if os.path.isfile(os.path.join(delta_dir, name)):
-                shutil.copyfile(os.path.join(delta_dir, name), os.path.join(tmp, name))
+            _put(src, os.path.join(tmp, rel))
+        with open(os.path.join(tmp, MANIFEST), 'wb') as out:  # the very bytes parsed (and verified) above
+            out.write(raw)
+        os.chmod(os.path.join(tmp, MANIFEST), 0o644)
+        for name in (SIGNATURE, KIT_SUMS, KIT_SIG):
+            if os.path.lexists(os.path.join(delta_dir, name)):
+                try:
+                    copy_file(os.path.join(delta_dir, name), os.path.join(tmp, name), 0o644)
+                except FsError as e:
+                    raise BundleError(str(e))
         problems = verify_bundle(tmp, manifest, progress=progress)
         if problems:
             raise BundleError('the bundle reconstructed from delta %s and base %s does not verify: %s' % (
                 delta_dir, base_dir, '; '.join(problems)))
-        replace_dir(tmp, dest_dir)
+        place(tmp, dest_dir)
     except BaseException:
         remove(tmp)
         raise

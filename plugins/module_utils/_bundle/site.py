@@ -193,3 +193,20 @@ class ExtraFilter(object):
         if self.builtin and (rel in SITE_LOCAL_FILES or any(rel.startswith(d + '/') for d in SITE_LOCAL_DIRS)):
             return True
         return self._glob(rel)
+
+
+def site_local_paths(bundle_dir):
+    """Sorted relative paths of the site-local files and directories present in ``bundle_dir``.
+
+    Directories end with ``/``; a symlink at one of these paths counts as present (it is the site's
+    too). What the site added there is what a new bundle placed at ``bundle_dir`` must carry over.
+    """
+    found = []
+    for rel in SITE_LOCAL_DIRS:
+        full = os.path.join(bundle_dir, *rel.split('/'))
+        if os.path.lexists(full):
+            found.append(rel + '/' if os.path.isdir(full) and not os.path.islink(full) else rel)
+    for rel in SITE_LOCAL_FILES:
+        if os.path.lexists(os.path.join(bundle_dir, *rel.split('/'))):
+            found.append(rel)
+    return sorted(found)

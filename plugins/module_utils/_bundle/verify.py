@@ -1,15 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to the Ferry project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Verifying a bundle directory against its manifest: every file, unlisted extras, the blobs the images need."""
+"""Verifying a bundle directory against its manifest: every file, unlisted extras, the blobs the images need;
+placing a verified bundle at its destination (never over a directory that is not a bundle, keeping the site's own files)."""
 
 import os
 import stat
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, file_mismatch
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, replace_dir
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, IMAGES_DIR, RESERVED, is_str
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    BLOB_DIR, IMAGES_DIR, MANIFEST, RESERVED, BundleError, is_str)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import app_digest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import site_local_paths
 
 
 def _scan(bundle_dir, listed, extra_filter=None):
@@ -138,3 +142,66 @@ def _image_tops(manifest):
         for plat, digest in sorted((img.get('platforms') or {}).items()):
             tops.append((digest, '%s (%s)' % (label, plat)))
     return tops
+
+
+def guard_dest(dest):
+    """Check that the bundle directory ``dest`` may be replaced; returns the site's own paths in it.
+
+    Nothing at ``dest``, or an empty directory: ``[]``. A directory holding ``manifest.json`` (a
+    bundle): the site-local paths present in it (``site.site_local_paths``), which
+    :func:`place_bundle` carries over. Anything else (a file, a symlink, a non-empty directory
+    without a manifest such as ``/opt/ferry``) raises :class:`BundleError`: it is never replaced.
+    Only reads.
+    """
+    if not os.path.lexists(dest):
+        return []
+    if os.path.islink(dest) or not os.path.isdir(dest):
+        raise BundleError('%s exists and is not a directory: refusing to replace it with a bundle' % dest)
+    if not os.listdir(dest):
+        return []
+    if not os.path.lexists(os.path.join(dest, MANIFEST)):
+        raise BundleError('%s exists, is not empty and holds no %s: refusing to replace it with a bundle' % (
+            dest, MANIFEST))
+    return site_local_paths(dest)
+
+
+def _clashes(paths, files):
+    """The site-local ``paths`` the new bundle's ``files`` also use (a listed file there or inside)."""
+    clash = []
+    for path in paths:
+        bare = path.rstrip('/')
+        if bare in files or any(rel.startswith(bare + '/') for rel in files):
+            clash.append(path)
+    return clash
+
+
+def place_bundle(staged, dest, manifest):
+    """Move the verified bundle directory ``staged`` to ``dest``, keeping the site's own files.
+
+    :func:`guard_dest` first (a non-bundle ``dest`` is never replaced). The site-local paths of an
+    existing bundle at ``dest`` (venv, installed collections, inventory...) are moved into the new
+    bundle before it replaces the old one; when the new bundle lists files at one of those paths the
+    run is refused naming them, and nothing is changed. ``staged`` must be on the filesystem of
+    ``dest`` (a temporary sibling). Returns the paths carried over.
+    """
+    carry = guard_dest(dest)
+    files = manifest.get('files') or {}
+    clash = _clashes(carry, files)
+    if clash:
+        raise BundleError('refusing to replace %s: the new bundle lists files at the site\'s own %s, which would be '
+                          'lost; move %s out of %s first' % (dest, ', '.join(clash), 'it' if len(clash) == 1 else 'them',
+                                                             dest))
+    moved = []
+    try:
+        for rel in carry:
+            bare = rel.rstrip('/')
+            target = os.path.join(staged, *bare.split('/'))
+            makedirs(os.path.dirname(target))
+            os.rename(os.path.join(dest, *bare.split('/')), target)
+            moved.append(bare)
+        replace_dir(staged, dest)
+    except BaseException:
+        for bare in reversed(moved):  # the old bundle is back at dest (replace_dir rolls back): so are these
+            os.rename(os.path.join(staged, *bare.split('/')), os.path.join(dest, *bare.split('/')))
+        raise
+    return carry

@@ -17,7 +17,7 @@ import os
 import tempfile
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, canonical_json, chunks, pretty_json, sha256_digest, sha256_stream
-from ansible_collections.ferry.airgap.plugins.module_utils._fs import remove
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, read_file, remove
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import platform_key
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import (
     CONTAINERD_ANNOTATION, INDEX_TYPES, MANIFEST_TYPES, MAX_DOCUMENT, MT_OCI_INDEX, REF_ANNOTATION, OciError,
@@ -161,13 +161,12 @@ class ImageStore(object):
         if digest in self._pending:
             return self._pending[digest]
         path = self.blob_path(digest)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             raise OciError("blob %s is missing from store '%s'" % (digest, self.path))
-        with open(path, 'rb') as fh:
-            data = fh.read(limit + 1)
-        if len(data) > limit:
-            raise OciError('blob %s is larger than %d bytes, not a document' % (digest, limit))
-        return data
+        try:
+            return read_file(path, limit, 'blob')
+        except FsError as exc:
+            raise OciError('blob %s of store %s cannot be read as a document: %s' % (digest, self.path, exc))
 
     def read_json(self, digest):
         return loads(self.read_blob(digest), 'blob %s' % digest)
@@ -183,9 +182,11 @@ class ImageStore(object):
     def _load_index(self):
         if self._index is None:
             path = os.path.join(self.path, 'index.json')
-            if os.path.isfile(path):
-                with open(path, 'rb') as fh:
-                    self._index = loads(fh.read(), "'%s'" % path)
+            if os.path.lexists(path):
+                try:
+                    self._index = loads(read_file(path, MAX_DOCUMENT, 'index'), "'%s'" % path)
+                except FsError as exc:
+                    raise OciError(str(exc))
             else:
                 self._index = {'schemaVersion': 2, 'mediaType': MT_OCI_INDEX, 'manifests': []}
         return self._index
@@ -195,7 +196,9 @@ class ImageStore(object):
             self._write_file('index.json', pretty_json(self._load_index()))
 
     def _entries(self):
-        return [(_ref_of(e), e) for e in self._load_index()['manifests']]
+        index = self._load_index()
+        manifests = index.get('manifests') if isinstance(index, dict) else None
+        return [(_ref_of(e), e) for e in manifests or [] if isinstance(e, dict)] if isinstance(manifests, list) else []
 
     def entry(self, ref):
         """The index.json descriptor of ``ref`` or None."""
@@ -305,7 +308,7 @@ class ImageStore(object):
             index = self._load_index() if os.path.isfile(os.path.join(self.path, 'index.json')) else {}
         except (OciError, IOError, OSError):
             index = {}
-        for desc in index.get('manifests') or [] if isinstance(index, dict) else []:
+        for desc in _list(index.get('manifests')) if isinstance(index, dict) else []:
             if isinstance(desc, dict):
                 todo.append((desc.get('digest'), 'images/index.json', True))
         todo.extend((digest, referrer, True) for digest, referrer in tops)
@@ -313,6 +316,9 @@ class ImageStore(object):
         out = []
         while todo:
             digest, referrer, document = todo.pop(0)
+            if not isinstance(digest, str):
+                out.append((digest, referrer))  # the caller reports it as an invalid digest
+                continue
             if digest in seen:
                 continue
             seen.add(digest)
@@ -321,12 +327,12 @@ class ImageStore(object):
             if not isinstance(doc, dict):
                 continue
             label = 'blob %s' % digest
-            for child in doc.get('manifests') or []:
+            for child in _list(doc.get('manifests')):
                 if isinstance(child, dict):
                     todo.append((child.get('digest'), label, True))
             if isinstance(doc.get('config'), dict):
                 todo.append((doc['config'].get('digest'), label, False))
-            for layer in doc.get('layers') or []:
+            for layer in _list(doc.get('layers')):
                 if isinstance(layer, dict):
                     todo.append((layer.get('digest'), label, False))
         return out
@@ -349,7 +355,12 @@ class ImageStore(object):
         return problems
 
     def _verify_tree(self, ref, desc, refs_of, problems, seen):
-        digest = desc.get('digest', '')
+        digest = desc.get('digest', '') if isinstance(desc, dict) else None
+        if not isinstance(digest, str):
+            problems.append({'ref': ref, 'digest': repr(digest), 'expected': 'sha256:<64 hex>', 'actual': repr(digest),
+                             'msg': '%s: a descriptor has an invalid digest: expected sha256:<64 hex>, actual %r' % (
+                                 ref, digest)})
+            return
         if digest in seen:
             return
         seen.add(digest)
@@ -370,7 +381,7 @@ class ImageStore(object):
             return problem('%s bytes' % desc.get('size'), '%d bytes' % actual_size, 'has the wrong size')
         try:
             children = self.children(desc)
-        except (OciError, KeyError, TypeError) as exc:
+        except (OciError, KeyError, TypeError, AttributeError) as exc:
             return problem('a valid %s' % desc.get('mediaType'), 'unreadable (%s)' % exc, 'cannot be read')
         for child in children:
             self._verify_tree(ref, child, refs_of, problems, seen)
@@ -388,6 +399,11 @@ class ImageStore(object):
             ref = ', '.join(sorted(refs_of.get(digest, ()))) or '<unreferenced>'
             problems.append({'ref': ref, 'digest': digest, 'expected': digest, 'actual': actual,
                              'msg': '%s: blob %s is corrupt: expected sha256 %s, actual %s' % (ref, digest, digest, actual)})
+
+
+def _list(value):
+    """``value`` when it is a list, else an empty list (a malformed document ends its branch)."""
+    return value if isinstance(value, list) else []
 
 
 def _ref_of(desc):

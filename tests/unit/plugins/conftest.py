@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import SITE_KEY_ENV
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.keys import keygen
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import containerd as containerd_support
@@ -13,6 +14,14 @@ from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import reg
 containerd = containerd_support.containerd
 namespace = containerd_support.namespace
 registry = registry_support.registry
+
+
+@pytest.fixture(autouse=True)
+def site_key(tmp_path, monkeypatch):
+    """Every test's site key is its own (never /etc/ferry/site.key): ./bootstrap's and bundle_verify's default."""
+    path = str(tmp_path / 'site.key')
+    monkeypatch.setenv(SITE_KEY_ENV, path)
+    return path
 
 
 @pytest.fixture(scope='session')

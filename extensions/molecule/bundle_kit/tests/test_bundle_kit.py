@@ -28,21 +28,24 @@ OFFLINE = 'unshare --net '
 DOC_DIR = '/opt/ferry/bundles/shop-2024.06.1'
 
 
-def first_install_commands():
-    """The shell commands of docs/bundle.md's First install block (between its markers)."""
+def first_install_commands(block='first-install'):
+    """The shell commands of a First install block of docs/bundle.md (between its markers)."""
     with open(os.path.join(os.environ['MOLECULE_PROJECT_DIRECTORY'], 'docs', 'bundle.md')) as fh:
         text = fh.read()
-    block = re.search(r'<!-- first-install:begin[^>]*-->\s*```sh\n(.*?)```\s*<!-- first-install:end -->', text, re.S)
-    assert block, 'docs/bundle.md has no first-install block'
-    assert DOC_DIR in block.group(1)
-    return block.group(1)
+    found = re.search(r'<!-- %s:begin[^>]*-->\s*```sh\n(.*?)```\s*<!-- %s:end -->' % (block, block), text, re.S)
+    assert found, 'docs/bundle.md has no %s block' % block
+    assert DOC_DIR in found.group(1)
+    return found.group(1)
+
+
+def run_script(host, script):
+    host.run('echo %s | base64 -d > /tmp/first-install.sh' % base64.b64encode(('set -e\n' + script).encode()).decode())
+    return host.run(OFFLINE + 'sh /tmp/first-install.sh')
 
 
 def first_install(host, directory):
     """Run the documented commands on ``directory`` of the host, offline, stopping at the first failure."""
-    script = 'set -e\n' + first_install_commands().replace(DOC_DIR, directory)
-    host.run('echo %s | base64 -d > /tmp/first-install.sh' % base64.b64encode(script.encode()).decode())
-    return host.run(OFFLINE + 'sh /tmp/first-install.sh')
+    return run_script(host, first_install_commands().replace(DOC_DIR, directory))
 
 
 @pytest.fixture(scope='module')
@@ -140,6 +143,18 @@ def test_tampered_kit_is_refused_before_anything_runs(host, pristine, name, how,
 
 def _quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def test_first_install_from_a_tar(host, bootstrapped):
+    """The documented tar commands: the kit's two files, their check, the listed files, bootstrap, bundle_verify."""
+    script = (first_install_commands('first-install-tar').replace(DOC_DIR, '/opt/ferry/fromtar/kit')
+              .replace('/media/usb/shop-2024.06.1.tar', '/opt/ferry/media/kit.tar').replace('shop-2024.06.1/', 'kit/'))
+    host.run('rm -rf /opt/ferry/fromtar')
+    out = run_script(host, script)
+    assert out.rc == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert 'bootstrap: kit.sha256 signed by release@molecule' in out.stdout
+    assert 'Bundle kit 0.0.0-molecule verified: signed by release@molecule' in out.stdout
+    assert host.file('/opt/ferry/fromtar/kit/.ferry-venv/bin/ansible').exists
 
 
 def test_ansible_from_the_venv(host, bootstrapped):

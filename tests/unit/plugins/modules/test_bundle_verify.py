@@ -5,8 +5,6 @@
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import pytest
@@ -18,7 +16,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import p
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
-    add_blob, finish, make_bundle, siblings, tree, write)
+    add_blob, bootstrap_like, finish, make_bundle, siblings, tree, write)
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
@@ -180,18 +178,8 @@ def test_delta_with_wrong_base(tmp_path, capsys, keys):
 
 # --- site-local paths: what ./bootstrap, the operator and Ansible add to an unpacked bundle -------------
 
-SITE_LOCAL = ['.ansible/', '.ferry-venv/', 'collections/', 'inventory/group_vars/', 'inventory/host_vars/',
-              'inventory/hosts.yml']
-
-
-def bootstrap_like(root):
-    """What the site adds: a real venv (with its lib64 symlink), the installed collection, the inventory."""
-    subprocess.check_call([sys.executable, '-m', 'venv', '--without-pip', os.path.join(root, '.ferry-venv')])
-    write(os.path.join(root, 'collections/ansible_collections/ferry/airgap/galaxy.yml'), 'name: airgap\n')
-    write(os.path.join(root, '.ansible/tmp/ansible-local-1/x'), 'x')
-    write(os.path.join(root, 'inventory/hosts.yml'), 'all: {}\n')
-    write(os.path.join(root, 'inventory/group_vars/all.yml'), 'a: 1\n')
-    write(os.path.join(root, 'inventory/host_vars/node1.yml'), 'b: 2\n')
+SITE_LOCAL = ['.ansible/', '.ferry-site.record', '.ferry-venv/', 'collections/', 'inventory/group_vars/',
+              'inventory/host_vars/', 'inventory/hosts.yml']
 
 
 def test_bootstrapped_bundle_verifies(tmp_path, capsys, keys):
@@ -289,3 +277,59 @@ def test_unpacked_then_bootstrapped_dest_is_kept(tmp_path, capsys, keys):
     assert os.path.isfile(os.path.join(dest, 'inventory/hosts.yml'))
     result, code = run_module(bundle_verify, args(keys, dest), capsys)
     assert code == 0 and result['site_local'] == SITE_LOCAL
+
+
+# --------------------------------------------------------------------------- the kit's checksums, what bootstrap made
+
+def test_kit_sums_must_match_the_manifest_and_be_signed_like_it(tmp_path, capsys, keys):
+    root, manifest = signed_bundle(tmp_path, keys)
+    sums = os.path.join(root, 'kit.sha256')
+    with open(sums, 'rb') as fh:
+        good = fh.read()
+    # a line of kit.sha256 changed (as if to let a changed bootstrap pass sha256sum): its signature breaks too
+    write(sums, good.replace(good[:64], b'0' * 64, 1))
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['problems'][0].startswith('kit.sha256 does not match the manifest (not in the manifest: ')
+    write(sums, good)
+    os.unlink(sums + '.sig')
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['problems'] == ['kit.sha256.sig is missing: the manifest is signed, so the kit must be too']
+    sign(None, sums, keys['bad'])
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and 'signature verification of %s failed' % sums in result['problems'][0]
+    os.unlink(sums)
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['problems'] == ['kit.sha256 is missing: a site could not check the kit before running it']
+
+
+def test_code_bootstrap_did_not_make_is_a_problem(tmp_path, capsys, keys, site_key):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    write(os.path.join(root, '.ferry-venv/bin/python'), '#!/bin/sh\ntouch /tmp/pwned\n')  # came with the medium
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['problems'] == [
+        '.ferry-venv/: not made by ./bootstrap at this site (%s has no .ferry-site.record: ./bootstrap has not run '
+        'there); remove .ferry-venv/ and run ./bootstrap' % root]
+    bootstrap_like(root)  # now ./bootstrap made it (and recorded it with this site's key)
+    assert run_module(bundle_verify, args(keys, root), capsys)[1] == 0
+    write(os.path.join(root, '.ferry-venv/lib/evil.pth'), 'import os\n')
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['problems'] == ['.ferry-venv/lib/evil.pth: not in the site record of ./bootstrap (added)']
+    # another site's key (or none) does not vouch for this record
+    result, code = run_module(bundle_verify, args(keys, root, site_key=str(tmp_path / 'other.key')), capsys)
+    assert code == 1 and 'site key %s does not exist' % (tmp_path / 'other.key') in result['problems'][0]
+
+
+def test_a_dest_holding_code_bootstrap_did_not_make_is_not_carried_over(tmp_path, capsys, keys):
+    root, _manifest = signed_bundle(tmp_path, keys)
+    tar = str(tmp_path / 'shop.tar')
+    pack(root, tar)
+    dest = str(tmp_path / 'site' / 'shop')
+    os.makedirs(dest)
+    assert run_module(bundle_verify, args(keys, tar, dest=dest), capsys)[1] == 0
+    write(os.path.join(dest, 'collections/ansible_collections/evil/x/plugins/filter/f.py'), 'import os\n')
+    before = tree(dest)
+    for check_mode in (True, False):
+        result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys, check_mode=check_mode)
+        assert code == 1 and 'holds code that ./bootstrap did not make at this site' in result['msg']
+        assert 'collections/: not made by ./bootstrap at this site' in result['msg']
+        assert tree(dest) == before and siblings(dest) == []

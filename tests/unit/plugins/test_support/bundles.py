@@ -4,14 +4,19 @@
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
+import subprocess
+import sys
 
 # The only module_utils imports of this file.
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, KIT_SUMS, MANIFEST
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.kit import kit_sums
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import (
+    BOOTSTRAP_DIRS, RECORD, RECORD_HEADER, default_site_key)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 
@@ -117,6 +122,45 @@ def finish(root, version='1.0', key=None):
         sign(None, os.path.join(str(root), MANIFEST), key)
         sign(None, os.path.join(str(root), KIT_SUMS), key)
     return manifest
+
+
+def write_site_record(root, key_path=None, extra_lines=()):
+    """Write .ferry-site.record as ./bootstrap does (header, F/L lines, HMAC line), with the site key (made if absent)."""
+    key_path = key_path or default_site_key()
+    if not os.path.exists(key_path):
+        write(key_path, os.urandom(32).hex())
+        os.chmod(key_path, 0o600)
+    with open(key_path, 'rb') as fh:
+        key = fh.read().strip()
+    lines = [RECORD_HEADER]
+    for top in BOOTSTRAP_DIRS:
+        for dirpath, dirs, names in os.walk(os.path.join(str(root), top)):
+            for name in dirs + names:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, str(root))
+                if os.path.islink(full):
+                    lines.append('L\t%s\t%s' % (os.readlink(full), rel))
+                elif os.path.isfile(full):
+                    with open(full, 'rb') as fh:
+                        lines.append('F\t%s\t%s' % (hashlib.sha256(fh.read()).hexdigest(), rel))
+    body = ('\n'.join(lines + list(extra_lines)) + '\n').encode()
+    with open(os.path.join(str(root), RECORD), 'wb') as fh:
+        fh.write(body + b'hmac-sha256\t' + hmac.new(key, body, hashlib.sha256).hexdigest().encode() + b'\n')
+
+
+def bootstrap_like(root, venv=True):
+    """What the site adds: a venv (a real one, with its lib64 symlink), the installed collection and the
+    record ./bootstrap signs with the site key, the operator's inventory, Ansible's .ansible/."""
+    if venv:
+        subprocess.check_call([sys.executable, '-m', 'venv', '--without-pip', os.path.join(str(root), '.ferry-venv')])
+    else:
+        write(os.path.join(str(root), '.ferry-venv/bin/python'), '#!/bin/sh\n')
+    write(os.path.join(str(root), 'collections/ansible_collections/ferry/airgap/galaxy.yml'), 'name: airgap\n')
+    write(os.path.join(str(root), '.ansible/tmp/ansible-local-1/x'), 'x')
+    write(os.path.join(str(root), 'inventory/hosts.yml'), 'all: {hosts: {node1: {}}}\n')
+    write(os.path.join(str(root), 'inventory/group_vars/all.yml'), 'a: 1\n')
+    write(os.path.join(str(root), 'inventory/host_vars/node1.yml'), 'b: 2\n')
+    write_site_record(root)
 
 
 def tree(root):
