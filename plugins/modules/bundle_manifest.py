@@ -11,11 +11,11 @@ version_added: 0.1.0
 description:
   - Hashes every file of the bundle directory and writes C(manifest.json) (format 1, see C(docs/bundle.md)),
     then signs it into C(manifest.json.sig) with C(ssh-keygen -Y sign) when O(key) is given.
-  - Writes the site kit's checksums C(kit.sha256) (C(sha256sum) format, derived from the manifest: every file but
+  - Writes the site kit's checksums C(kit.sha256) in C(sha256sum) format, derived from the manifest (every file but
     those under C(images/), C(artifacts/) and C(apps/)) and, with O(key), their signature C(kit.sha256.sig), so a
     site can check what it runs first with C(ssh-keygen) and C(sha256sum) alone (C(docs/bundle.md), First install).
-  - Refuses a bundle directory holding site-local paths (C(.ferry-venv/), C(collections/), C(inventory/hosts.yml),
-    ...): a bundle as delivered never carries them.
+  - Refuses a bundle directory holding site-local paths such as C(.ferry-venv/), C(collections/) or
+    C(inventory/hosts.yml); a bundle as delivered never carries them.
   - Reports a change only when the manifest or signature content differs from what is on disk. When
     only the creation time would differ, the existing C(created) is kept.
   - Without O(key), a signature left from an earlier manifest is removed when the manifest changes (the same for
