@@ -3,8 +3,6 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """_bundle.site (what ./bootstrap makes, its signed record) and _bundle.kit (kit.sha256)."""
 
-import hashlib
-import hmac
 import os
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import site as S
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.kit import check_kit_sums, kit_files, kit_sums
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import write_site_record
 
 KEY = b'ab' * 32
 
@@ -26,24 +25,6 @@ def make(root, files, links=()):
         os.symlink(target, os.path.join(str(root), rel))
 
 
-def record(root, key=KEY, extra_lines=()):
-    """Write .ferry-site.record as ./bootstrap does: a header, F/L lines, the HMAC line."""
-    lines = [S.RECORD_HEADER]
-    for top in S.BOOTSTRAP_DIRS:
-        for dirpath, dirs, names in os.walk(os.path.join(str(root), top)):
-            for name in dirs + names:
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, str(root))
-                if os.path.islink(full):
-                    lines.append('L\t%s\t%s' % (os.readlink(full), rel))
-                elif os.path.isfile(full):
-                    with open(full, 'rb') as fh:
-                        lines.append('F\t%s\t%s' % (hashlib.sha256(fh.read()).hexdigest(), rel))
-    body = ('\n'.join(lines + list(extra_lines)) + '\n').encode()
-    with open(os.path.join(str(root), S.RECORD), 'wb') as fh:
-        fh.write(body + b'hmac-sha256\t' + hmac.new(key, body, hashlib.sha256).hexdigest().encode() + b'\n')
-
-
 @pytest.fixture
 def site(tmp_path):
     root = tmp_path / 'bundle'
@@ -56,7 +37,7 @@ def site(tmp_path):
 
 def test_what_bootstrap_made_matches_its_record(site):
     root, key = site
-    record(root)
+    write_site_record(root, key)
     assert S.check_site_local(root, key) == []
 
 
@@ -70,15 +51,16 @@ def test_no_record_no_key_or_foreign_record_are_problems(site, tmp_path):
     problems = S.check_site_local(root, key)
     assert problems == ['.ferry-venv/, collections/: not made by ./bootstrap at this site (%s has no %s: ./bootstrap '
                         'has not run there); remove .ferry-venv/ collections/ and run ./bootstrap' % (root, S.RECORD)]
-    record(root)
+    write_site_record(root, key)
     assert 'site key %s does not exist' % (tmp_path / 'other.key') in S.check_site_local(root, str(tmp_path / 'other.key'))[0]
-    record(root, key=b'cd' * 32)  # made with the medium, not with this site's key
+    other = str(tmp_path / 'medium.key')
+    write_site_record(root, other)  # made with the medium, not with this site's key
     assert 'is not signed by the site key %s' % key in S.check_site_local(root, key)[0]
 
 
 def test_changes_after_bootstrap_are_named(site):
     root, key = site
-    record(root)
+    write_site_record(root, key)
     make(root, {'.ferry-venv/lib/site-packages/evil.pth': b'import os\n',
                 'collections/ansible_collections/f/a/x.py': b'x = 2\n'})
     os.unlink(os.path.join(root, '.ferry-venv/bin/ansible'))
@@ -96,10 +78,10 @@ def test_changes_after_bootstrap_are_named(site):
 def test_special_files_and_malformed_records(site):
     root, key = site
     os.mkfifo(os.path.join(root, '.ferry-venv/bin/fifo'))
-    record(root)
+    write_site_record(root, key)
     assert S.check_site_local(root, key) == ['.ferry-venv/bin/fifo: not in the site record of ./bootstrap (a special file)']
     os.unlink(os.path.join(root, '.ferry-venv/bin/fifo'))
-    record(root, extra_lines=['X\tsomething\tpath'])
+    write_site_record(root, key, extra_lines=['X\tsomething\tpath'])
     assert 'malformed line' in S.check_site_local(root, key)[0]
     os.unlink(os.path.join(root, S.RECORD))
     os.symlink('/dev/zero', os.path.join(root, S.RECORD))  # never read
@@ -126,7 +108,7 @@ def test_site_local_paths_and_key_location(monkeypatch):
 
 def test_read_record_refuses_an_oversized_key(site):
     root, key = site
-    record(root)
+    write_site_record(root, key)
     with open(key, 'wb') as fh:
         fh.write(b'k' * 5000)
     with pytest.raises(BundleError, match='larger than 4096 bytes'):

@@ -10,13 +10,13 @@ import tarfile
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST, BundleError
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import build_delta, digest_inventory
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import digest_inventory
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest, write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
-    add_blob, bootstrap_like, finish, make_bundle, siblings, tree, write)
+    bootstrap_like, finish, make_bundle, make_delta, siblings, tree, write)
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
@@ -133,17 +133,6 @@ def test_tar_with_dotdot_member(tmp_path, capsys, keys):
     result, code = run_module(bundle_verify, args(keys, tar, dest=dest), capsys)
     assert code == 1 and 'shop/../../pwned' in result['msg'] and 'unsafe' in result['msg']
     assert not os.path.exists(dest) and not os.path.exists(str(tmp_path / 'pwned'))
-
-
-def make_delta(tmp_path, keys):
-    v1 = make_bundle(tmp_path / 'shop-1.0')
-    finish(v1, key=keys['good'])
-    v2 = make_bundle(tmp_path / 'shop-2.0', version='2.0', app_text='replicas: 3\n')
-    add_blob(v2, b'fresh layer')
-    full = finish(v2, '2.0', key=keys['good'])
-    delta = str(tmp_path / 'delta')
-    build_delta(v2, v1, delta, signer=lambda p: sign(None, p, keys['good']))
-    return v1, v2, full, delta
 
 
 def test_delta_with_base_reconstructs(tmp_path, capsys, keys):

@@ -22,10 +22,9 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle import pack a
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, MANIFEST
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import build_delta
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
-    add_blob, bootstrap_like, finish, make_bundle, siblings, tree, write)
+    bootstrap_like, finish, make_bundle, make_delta, siblings, tree, write)
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 ROOT = os.geteuid() == 0
@@ -265,17 +264,6 @@ def test_tar_never_replaces_a_directory_that_is_not_a_bundle(tmp_path, capsys, k
     write(target, 'data')
     result, code = run_module(bundle_verify, args(keys, tar, dest=target), capsys)
     assert code == 1 and 'is not a directory' in result['msg'] and open(target).read() == 'data'
-
-
-def make_delta(tmp_path, keys):
-    v1 = make_bundle(tmp_path / 'shop-1.0')
-    finish(v1, key=keys['good'])
-    v2 = make_bundle(tmp_path / 'shop-2.0', version='2.0', app_text='replicas: 3\n')
-    add_blob(v2, b'fresh layer')
-    full = finish(v2, '2.0', key=keys['good'])
-    delta = str(tmp_path / 'delta')
-    build_delta(v2, v1, delta, signer=lambda p: sign(None, p, keys['good']))
-    return v1, v2, full, delta
 
 
 def test_delta_never_replaces_a_directory_that_is_not_a_bundle(tmp_path, capsys, keys):

@@ -14,6 +14,7 @@ import sys
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle import serve as S
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BLOB_DIR, KIT_SUMS, MANIFEST
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.build import build_manifest
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import build_delta
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.kit import kit_sums
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import (
     BOOTSTRAP_DIRS, RECORD, RECORD_HEADER, default_site_key)
@@ -161,6 +162,19 @@ def bootstrap_like(root, venv=True):
     write(os.path.join(str(root), 'inventory/group_vars/all.yml'), 'a: 1\n')
     write(os.path.join(str(root), 'inventory/host_vars/node1.yml'), 'b: 2\n')
     write_site_record(root)
+
+
+def make_delta(tmp_path, keys):
+    """v1 and v2 (a changed app, one more blob) of a signed bundle and the signed delta of v2 against v1:
+    ``(v1, v2, v2's manifest, delta)``."""
+    v1 = make_bundle(tmp_path / 'shop-1.0')
+    finish(v1, key=keys['good'])
+    v2 = make_bundle(tmp_path / 'shop-2.0', version='2.0', app_text='replicas: 3\n')
+    add_blob(v2, b'fresh layer')
+    full = finish(v2, '2.0', key=keys['good'])
+    delta = str(tmp_path / 'delta')
+    build_delta(v2, v1, delta, signer=lambda p: sign(None, p, keys['good']))
+    return v1, v2, full, delta
 
 
 def tree(root):
