@@ -82,13 +82,13 @@ def make_key(base):
     return signing_key(base, IDENTITY)
 
 
-def build(spec, dest, key, *extra):
+def build(spec, dest, key, *extra, env=None):
     """Run bundle.yml (no wheelhouse); ``key=None`` gives no signing key; ``extra`` are more arguments."""
     args = ['playbooks/bundle.yml', '-e', 'bundle_spec=' + spec, '-e', 'bundle_dest=' + str(dest),
             '-e', 'bundle_wheels=false']
     if key:
         args += ['-e', 'bundle_signing_key=' + key, '-e', 'bundle_signing_identity=' + IDENTITY]
-    return playbook(*(args + list(extra)))
+    return playbook(*(args + list(extra)), env=env)
 
 
 def module(name, **module_args):
@@ -378,10 +378,11 @@ def test_registry_image_with_password(tmp_path):
         spec, _amd, _arm = make_inputs(tmp_path, images=images)
         key, signers = make_key(tmp_path)
         dest = tmp_path / 'shop'
-        rc, out = build(spec, dest, key, '-vvv')
+        # the most verbose output, with the JSON callback (every result whole, invocations included)
+        rc, out = build(spec, dest, key, '-vvv', env={'ANSIBLE_STDOUT_CALLBACK': 'ansible.posix.json'})
     assert rc == 0, out
     assert REG_PASSWORD not in out
-    assert 'Import images into the OCI store' in out
+    assert '"name": "ferry.airgap.bundle_build : Import images into the OCI store"' in out
     manifest = load_manifest(dest)
     assert manifest['images'][0]['ref'] == REF
     assert manifest['images'][0]['platforms'] == {'linux/amd64': digest(image.manifest())}
