@@ -11,7 +11,6 @@ What it made is accepted only when it matches that record (:func:`check_site_loc
 those directories, or a record the site key does not sign, is a problem: it did not come from here.
 """
 
-import errno
 import fnmatch
 import hashlib
 import hmac
@@ -19,6 +18,7 @@ import os
 import stat
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, sha256_file
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import FsError, read_file
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
 
 
@@ -57,23 +57,13 @@ def default_site_key():
 
 
 def _read_small(path, limit, what):
-    """Bytes of the regular file ``path`` (not a symlink, at most ``limit`` bytes); None when absent."""
+    """Bytes of the regular file ``path`` (``_fs.read_file``: no symlink, fifo or device, at most ``limit``); None when absent."""
+    if not os.path.lexists(path):
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0))
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        if exc.errno == errno.ELOOP:
-            raise BundleError('%s %s is a symlink: it must be a regular file' % (what, path))
-        raise BundleError('%s %s cannot be read: %s' % (what, path, exc.strerror))
-    with os.fdopen(fd, 'rb') as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise BundleError('%s %s is not a regular file' % (what, path))
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise BundleError('%s %s is larger than %d bytes' % (what, path, limit))
-    return data
+        return read_file(path, limit, what)
+    except FsError as exc:
+        raise BundleError(str(exc))
 
 
 def read_record(bundle_dir, key_path):

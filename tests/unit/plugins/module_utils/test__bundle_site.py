@@ -85,10 +85,10 @@ def test_special_files_and_malformed_records(site):
     assert 'malformed line' in S.check_site_local(root, key)[0]
     os.unlink(os.path.join(root, S.RECORD))
     os.symlink('/dev/zero', os.path.join(root, S.RECORD))  # never read
-    assert 'record %s is a symlink' % os.path.join(root, S.RECORD) in S.check_site_local(root, key)[0]
+    assert '%s: expected a regular file, actual a symlink' % os.path.join(root, S.RECORD) in S.check_site_local(root, key)[0]
     os.unlink(os.path.join(root, S.RECORD))
     os.mkfifo(os.path.join(root, S.RECORD))  # never waited on
-    assert 'is not a regular file' in S.check_site_local(root, key)[0]
+    assert '%s: expected a regular file, actual a fifo' % os.path.join(root, S.RECORD) in S.check_site_local(root, key)[0]
 
 
 def test_site_local_paths_and_key_location(monkeypatch):
@@ -111,7 +111,7 @@ def test_read_record_refuses_an_oversized_key(site):
     write_site_record(root, key)
     with open(key, 'wb') as fh:
         fh.write(b'k' * 5000)
-    with pytest.raises(BundleError, match='larger than 4096 bytes'):
+    with pytest.raises(BundleError, match='site key .* is too large: expected at most 4096 bytes'):
         S.read_record(root, key)
 
 
