@@ -31,7 +31,7 @@ from urllib.parse import quote
 from urllib.request import HTTPRedirectHandler, ProxyHandler, Request, build_opener
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE, HEX64_RE, sha256_file
-from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, read_bytes, remove
+from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, mount_point, read_bytes, remove
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
     IMAGES_DIR, DistributeError, check_relpath, redact_url)
 
@@ -52,16 +52,6 @@ class _NoRedirect(HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
-
-
-def mount_point(path):
-    """The mount point of the filesystem holding ``path`` (or its nearest existing parent)."""
-    path = os.path.realpath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    while not os.path.ismount(path):
-        path = os.path.dirname(path)
-    return path
 
 
 def local_write_error(exc, path, what):
