@@ -90,6 +90,19 @@ options:
         echo a password, it is masked as a C(no_log) value would be.
       - Exactly one of O(images) and O(spec) is required.
     type: path
+  compression:
+    description:
+      - How layers that arrive uncompressed (C(docker save) layers, plain tar layers of OCI archives) are
+        stored. V(zstd) (level 3) and V(gzip) (level 6) are deterministic - the same layer gives the same
+        bytes on every run - and change the manifests of those images (the configs and their C(diff_ids)
+        stay the same); V(none) stores them as they arrive.
+      - Layers that arrive compressed (registries, compressed archive layers) are always kept byte for byte,
+        after checking that they decompress to the config's C(diff_ids).
+      - V(zstd) needs the Python package C(zstandard) on the build machine; containerd 1.5+ reads zstd layers.
+      - With O(spec), the spec's C(images_compression) is used instead.
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
   arches:
     default: [x86_64, aarch64]
   state:
@@ -109,7 +122,8 @@ attributes:
     support: full
     details: Shows the store's ref to digest mapping before and after.
 notes:
-  - Only the Python standard library is used; registries are reached with C(urllib).
+  - Only the Python standard library is used (registries are reached with C(urllib)), except for zstd
+    layers, which need C(zstandard).
 """
 
 EXAMPLES = r"""
@@ -184,6 +198,7 @@ bytes_skipped:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.compress import COMPRESSIONS, DEFAULT_COMPRESSION
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
@@ -215,6 +230,7 @@ ARGUMENT_SPEC = dict(
                 mutually_exclusive=[SOURCES], required_one_of=[SOURCES]),
     spec=dict(type='path'),
     arches=dict(type='list', elements='str', choices=list(ARCHES), default=list(ARCHES)),
+    compression=dict(type='str', choices=list(COMPRESSIONS), default=DEFAULT_COMPRESSION),
     state=dict(type='str', choices=['present'], default='present'),
 )
 
@@ -225,7 +241,7 @@ def run(params, check_mode):
     existed = store.exists()
     store.init()
     before = store.refs()
-    changes = sync_images(store, params['images'], params['arches'])
+    changes = sync_images(store, params['images'], params['arches'], params['compression'])
     after = store.refs()
     changed = before != after or store.bytes_written > 0 or not existed
     result = dict(changed=changed, images=store.images(), bytes_written=store.bytes_written,
@@ -243,7 +259,7 @@ def main():
             # The spec's registry passwords stay in this process; masked like no_log values should output echo one.
             module.no_log_values.update(
                 i['registry']['password'] for i in spec['images'] if (i.get('registry') or {}).get('password'))
-            params = dict(params, images=spec['images'], arches=spec['arches'])
+            params = dict(params, images=spec['images'], arches=spec['arches'], compression=spec['images_compression'])
         result, before, after = run(params, module.check_mode)
     except (ValueError, OSError, BundleError) as exc:
         module.fail_json(msg=str(exc))

@@ -9,11 +9,12 @@ import posixpath
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.compress import COMPRESSIONS, DEFAULT_COMPRESSION
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
     ARTIFACT_ARCHES, DEFAULT_NAMESPACE, SAFE_NAME_RE, BundleError, SpecError, is_str, url_path)
 
 
-_TOP_KEYS = ('name', 'version', 'arches', 'artifacts', 'images', 'apps', 'signing')
+_TOP_KEYS = ('name', 'version', 'arches', 'artifacts', 'images', 'images_compression', 'apps', 'signing')
 _ARTIFACT_KEYS = ('name', 'arch', 'src', 'sha256', 'dest')
 _IMAGE_KEYS = ('ref', 'docker_archive', 'oci_archive', 'registry', 'arch')
 _REGISTRY_KEYS = ('ref', 'username', 'password', 'insecure', 'ca_file')
@@ -188,6 +189,14 @@ def validate_spec(data, base_dir=None):
             raise SpecError(path + '.ref', 'duplicate image %r (also images[%d])' % (img['ref'], seen[img['ref']]))
         seen[img['ref']] = i
         spec['images'].append(img)
+
+    compression = data.get('images_compression')
+    if compression is None:
+        compression = DEFAULT_COMPRESSION
+    elif not is_str(compression) or compression not in COMPRESSIONS:
+        raise SpecError('images_compression', 'unknown layer compression %r (choose one of: %s)' % (
+            compression, ', '.join(COMPRESSIONS)))
+    spec['images_compression'] = compression
 
     spec['apps'] = []
     seen = {}

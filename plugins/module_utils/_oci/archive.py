@@ -14,6 +14,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._safetar import iter_
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import (
     CONTAINERD_ANNOTATION, MAX_DOCUMENT, MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST, REF_ANNOTATION, OciError,
     Peeked, check_digest, check_platform, config_platform, descriptor, doc_media_type, hex_of, layer_media_type, loads)
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.compress import LayerWriter
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.copy import copy_image
 
 
@@ -101,8 +102,12 @@ def _select_one(items, names_of, ref, path):
     return matches[0]
 
 
-def import_oci_archive(store, path, ref, arches=ARCHES):
-    """Copy image ``ref`` of an oci-archive tar into ``store``; returns platform manifest descriptors."""
+def import_oci_archive(store, path, ref, arches=ARCHES, layers=None):
+    """Copy image ``ref`` of an oci-archive tar into ``store``; returns platform manifest descriptors.
+
+    ``layers`` (a compress.LayerWriter, default: no compression) stores the layers: plain tar layers
+    compressed (their manifests rewritten), compressed ones kept byte for byte.
+    """
     with _open_archive(path) as (tar, members):
         layout = loads(_read_member(tar, members, 'oci-layout', path), "oci-layout of '%s'" % path)
         if not isinstance(layout, dict) or 'imageLayoutVersion' not in layout:
@@ -115,7 +120,7 @@ def import_oci_archive(store, path, ref, arches=ARCHES):
         top = dict(_select_one(entries, _annotation_names, ref, path))
         if not top.get('mediaType'):
             top['mediaType'] = doc_media_type(loads(source.read_doc(top), 'image %s of %s' % (top['digest'], path)))
-        return copy_image(store, source, top, ref, list(arches))
+        return copy_image(store, source, top, ref, list(arches), layers=layers)
 
 
 def _annotation_names(desc):
@@ -129,10 +134,11 @@ def _name_digest(name):
     return 'sha256:' + match.group(1) if match else None
 
 
-def import_docker_archive(store, path, ref, arches=ARCHES):
+def import_docker_archive(store, path, ref, arches=ARCHES, layers=None):
     """Copy image ``ref`` of a ``docker save`` tar into ``store`` as an OCI image manifest.
 
     Handles the legacy layout (``<id>/layer.tar``) and Docker 25+ (``blobs/sha256``).
+    ``layers``: a compress.LayerWriter (default: layers stored as they are).
     Returns a one-element list of platform manifest descriptors.
     """
     with _open_archive(path) as (tar, members):
@@ -152,7 +158,7 @@ def import_docker_archive(store, path, ref, arches=ARCHES):
         if len(diff_ids) != len(layer_names):
             raise OciError("archive '%s': %s lists %d layers but its config has %d diff_ids" % (
                 path, ref, len(layer_names), len(diff_ids)))
-        layers = _put_docker_layers(store, tar, members, path, layer_names, diff_ids)
+        layers = _put_docker_layers(layers or LayerWriter(store), tar, members, path, layer_names, diff_ids)
         digest, size = store.put_bytes(config_bytes, what="config of %s (archive '%s')" % (ref, path))
         manifest = {'schemaVersion': 2, 'mediaType': MT_OCI_MANIFEST,
                     'config': descriptor(MT_OCI_CONFIG, digest, size), 'layers': layers}
@@ -160,23 +166,35 @@ def import_docker_archive(store, path, ref, arches=ARCHES):
         return [descriptor(MT_OCI_MANIFEST, digest, size, platform)]
 
 
-def _put_docker_layers(store, tar, members, path, names, diff_ids):
-    """Store the layers (read in archive order) and return their descriptors in image order."""
+def _put_docker_layers(writer, tar, members, path, names, diff_ids):
+    """Store the layers (read in archive order) through ``writer`` and return their descriptors in image order.
+
+    A layer the writer already holds (by diff_id, in its compression) is not read at all.
+    """
     resolved = [_regular_member(members, name, path) for name in names]
     layers = [None] * len(names)
     for i in sorted(range(len(names)), key=lambda n: resolved[n].offset_data):
+        known = writer.known(diff_ids[i])
+        if known is not None:
+            writer.reused += 1
+            writer.store.bytes_skipped += known['size']
+            layers[i] = known
+            continue
         reader = member_reader(tar, resolved[i], path)
         head = reader.read(8)
         media_type = layer_media_type(head)
         what = "layer '%s' of archive '%s'" % (names[i], path)
         expected = _name_digest(posixpath.normpath(names[i]))
-        if media_type == MT_OCI_LAYER:
-            if expected and expected != diff_ids[i]:
-                reader.close()
-                raise OciError('digest mismatch for %s: expected diff_id %s, got %s' % (what, diff_ids[i], expected))
-            expected = diff_ids[i]
         peeked = Peeked(head, reader)
-        digest, size = store.put_blob(lambda: peeked, expected, resolved[i].size, what)
-        peeked.close()
-        layers[i] = descriptor(media_type, digest, size)
+        try:
+            if media_type == MT_OCI_LAYER:
+                if expected and expected != diff_ids[i]:
+                    raise OciError('digest mismatch for %s: expected diff_id %s, got %s' % (what, diff_ids[i], expected))
+                layers[i] = writer.put_plain(lambda: peeked, diff_ids[i], resolved[i].size, what)
+            else:
+                digest, size = writer.put_kept(lambda: peeked, descriptor(media_type, expected, resolved[i].size),
+                                               diff_ids[i], what)
+                layers[i] = descriptor(media_type, digest, size)
+        finally:
+            peeked.close()
     return layers

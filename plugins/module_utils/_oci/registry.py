@@ -241,14 +241,17 @@ class _RegistrySource(object):
 
 
 def pull_image(store, source_ref, arches=ARCHES, username=None, password=None,
-               insecure=False, ca_file=None, timeout=60):
+               insecure=False, ca_file=None, timeout=60, layers=None):
     """Copy ``source_ref`` from its registry into ``store`` for every arch of ``arches``.
 
     Returns the platform manifest descriptors (for ImageStore.set_ref(ref, ...)).
     A requested arch missing from the image is an error naming the ref and arch.
+    Every layer is kept as the registry holds it (an image pinned by digest keeps its digest);
+    compressed ones are checked against the config's diff_ids through ``layers`` (a compress.LayerWriter).
     """
     host, repository, tag, digest = parse_ref(source_ref)
     client = RegistryClient(host, repository, source_ref, username, password, insecure, ca_file, timeout)
     source = _RegistrySource(client)
     top = source.top(digest or tag)
-    return copy_image(store, source, top, source_ref, list(arches), strict_single=True)
+    return copy_image(store, source, top, source_ref, list(arches), strict_single=True, layers=layers,
+                      compress_plain=False)

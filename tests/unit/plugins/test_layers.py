@@ -91,7 +91,28 @@ def test_image_load_carries_no_importer_registry_or_bundle_code():
     carried = closure('image_load')
     assert {'_oci.store', '_runtime.load', '_runtime.containerd', '_cli'} <= carried
     assert not [name for name in carried if name.startswith('_bundle') or name in (
-        '_oci.registry', '_oci.archive', '_oci.sync', '_oci.copy', '_safetar')], sorted(carried)
+        '_oci.registry', '_oci.archive', '_oci.sync', '_oci.copy', '_oci.compress', '_safetar')], sorted(carried)
+
+
+def test_zstandard_is_imported_lazily_and_only_by_the_build_side():
+    """zstandard is no dependency of hosts: one lazy import, in _oci.compress, which no host module carries."""
+    found = []
+    for dirpath, dummy, names in os.walk(TOP):
+        for name in names:
+            if not name.endswith('.py'):
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path) as handle:
+                tree = ast.parse(handle.read(), path)
+            for node in ast.walk(tree):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) else [])
+                if any((m or '').split('.')[0] == 'zstandard' for m in mods):
+                    found.append((os.path.relpath(path, TOP), node.col_offset > 0))
+    assert found and all(path == os.path.join('module_utils', '_oci', 'compress.py') for path, dummy in found), found
+    assert all(indented for dummy, indented in found), 'zstandard must be imported inside a function: %s' % found
+    for module in ('image_load', 'bundle_pull', 'bundle_verify', 'host_facts'):
+        assert '_oci.compress' not in closure(module), module
 
 
 def test_the_closure_reader_sees_package_imports():

@@ -38,8 +38,9 @@ def archives(tmp_path):
     }
 
 
-def args_for(tmp_path, archives):
-    return {'store': str(tmp_path / 'store'), 'images': [
+def args_for(tmp_path, archives, compression='none'):
+    """Layers stored as they arrive unless ``compression`` says otherwise (byte counts below are of raw layers)."""
+    return {'store': str(tmp_path / 'store'), 'compression': compression, 'images': [
         {'ref': REF, 'docker_archive': archives['amd'], 'arch': 'x86_64'},
         {'ref': REF, 'docker_archive': archives['arm'], 'arch': 'aarch64'},
         {'ref': 'registry.ferry.local/demo/db:16', 'oci_archive': archives['db']},
@@ -139,7 +140,7 @@ def test_unreachable_registry_fails_cleanly(capsys, tmp_path):
 def test_manifest_digest_matches_oci_archive(capsys, tmp_path):
     amd = Image('x86_64')
     path = write_tar(tmp_path / 'one.tar', oci_entries([amd]))
-    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'arches': ['x86_64'],
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'arches': ['x86_64'], 'compression': 'none',
                                        'images': [{'ref': REF, 'oci_archive': path}]})
     assert code == 0, result
     assert result['images'] == [{'ref': REF, 'digest': digest(amd.manifest()),
