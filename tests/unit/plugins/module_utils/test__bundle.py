@@ -65,6 +65,9 @@ def test_validate_spec_normalizes(tmp_path):
                    'ca_file': None}
     assert spec['signing']['namespace'] == 'ferry-bundle'
     assert spec['signing']['key'] == os.path.expanduser('~/.ssh/ferry')
+    assert spec['images_compression'] == 'zstd'  # the default
+    for value in ('zstd', 'gzip', 'none'):
+        assert validate_spec(dict(good_spec(), images_compression=value))['images_compression'] == value
 
 
 @pytest.mark.parametrize('mutate, path, words', [
@@ -87,6 +90,9 @@ def test_validate_spec_normalizes(tmp_path):
     (lambda s: s['artifacts'][0].update(dest='../evil'), 'artifacts[0].dest', ['file name']),
     (lambda s: s['images'][1]['registry'].update(insecure='yes'), 'images[1].registry.insecure', ['true or false']),
     (lambda s: s['signing'].pop('key'), 'signing.key', ['required']),
+    (lambda s: s.update(images_compression='xz'), 'images_compression',
+     ["unknown layer compression 'xz'", 'zstd, gzip, none']),
+    (lambda s: s.update(images_compression=True), 'images_compression', ['unknown layer compression True']),
 ])
 def test_validate_spec_errors_name_the_key_path(mutate, path, words):
     spec = good_spec()

@@ -188,3 +188,36 @@ def test_spec_and_images_are_exclusive(capsys, tmp_path, archives):
     assert code == 1 and 'one of the following is required: images, spec' in result['msg']
     code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': str(tmp_path / 'missing.yml')})
     assert code == 1 and 'missing.yml' in result['msg']
+
+
+def test_default_compression_is_zstd_and_reruns_write_nothing(capsys, tmp_path, archives):
+    args = args_for(tmp_path, archives)
+    del args['compression']
+    code, result = run_module(capsys, args)
+    assert code == 0, result
+    store = tmp_path / 'store'
+    web = json.loads((store / 'blobs' / 'sha256' / result['images'][1]['platforms']['linux/amd64'][7:]).read_text())
+    assert [d['mediaType'] for d in web['layers']] == ['application/vnd.oci.image.layer.v1.tar+zstd']
+    assert result['bytes_skipped'] == web['layers'][0]['size']  # the base layer, shared by both arches
+    # the db oci-archive (a gzip tar) holds plain tar layers: compressed, so its manifests are rewritten
+    db = Image('x86_64', layers=[layer({'db': b'1'})])
+    assert result['images'][0]['platforms']['linux/amd64'] != digest(db.manifest())
+    files = store_files(store)
+    code, again = run_module(capsys, args)
+    assert (code, again['changed'], again['bytes_written'], again['images']) == (0, False, 0, result['images'])
+    assert store_files(store) == files
+
+
+def test_spec_compression_is_used_and_checked(capsys, tmp_path, archives):
+    spec = write_spec(tmp_path / 'spec.yml', [{'ref': REF, 'docker_archive': 'amd.tar', 'arch': 'x86_64'}],
+                      arches=['x86_64'])
+    data = json.loads((tmp_path / 'spec.yml').read_text())
+    (tmp_path / 'spec.yml').write_text(json.dumps(dict(data, images_compression='gzip')))
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': spec, 'compression': 'none'})
+    assert code == 0, result
+    manifest = json.loads((tmp_path / 'store' / 'blobs' / 'sha256' /
+                           result['images'][0]['platforms']['linux/amd64'][7:]).read_text())
+    assert [d['mediaType'] for d in manifest['layers']] == ['application/vnd.oci.image.layer.v1.tar+gzip']
+    (tmp_path / 'spec.yml').write_text(json.dumps(dict(data, images_compression='brotli')))
+    code, result = run_module(capsys, {'store': str(tmp_path / 'store'), 'spec': spec})
+    assert code == 1 and result['msg'].startswith("images_compression: unknown layer compression 'brotli'")

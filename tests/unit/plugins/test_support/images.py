@@ -27,6 +27,7 @@ OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
 OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
 OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar'
 OCI_LAYER_GZIP = OCI_LAYER + '+gzip'
+OCI_LAYER_ZSTD = OCI_LAYER + '+zstd'
 REF_NAME = 'org.opencontainers.image.ref.name'
 CONTAINERD_NAME = 'io.containerd.image.name'
 OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
@@ -61,8 +62,18 @@ def gzip_bytes(data, level=9):
 
 
 def plain(data):
-    """A layer's uncompressed bytes (gzip is recognised by its magic)."""
+    """A layer's uncompressed bytes (gzip and zstd are recognised by their magic)."""
+    if data[:4] == b'\x28\xb5\x2f\xfd':
+        import zstandard  # only tests that build zstd layers need it
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
     return gzip.decompress(data) if data[:2] == b'\x1f\x8b' else data
+
+
+def layer_type(data):
+    """The OCI media type of a layer's bytes, by their magic."""
+    if data[:4] == b'\x28\xb5\x2f\xfd':
+        return OCI_LAYER_ZSTD
+    return OCI_LAYER_GZIP if data[:2] == b'\x1f\x8b' else OCI_LAYER
 
 
 # ---------------------------------------------------------------- tars
@@ -148,8 +159,8 @@ class Image(object):
         return self.encode({
             'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
             'config': {'mediaType': OCI_CONFIG, 'digest': digest(self.config), 'size': len(self.config)},
-            'layers': [{'mediaType': OCI_LAYER_GZIP if data[:2] == b'\x1f\x8b' else OCI_LAYER,
-                        'digest': digest(data), 'size': len(data)} for data in self.layers]})
+            'layers': [{'mediaType': layer_type(data), 'digest': digest(data), 'size': len(data)}
+                       for data in self.layers]})
 
     def platform(self):
         found = {'os': 'linux', 'architecture': self.goarch}
