@@ -261,6 +261,8 @@ def test_delta_holds_only_changed_files_and_records_base(deltas):
     assert set(delta['delta']['present']) == changed
     assert 'apps/shop/1.4.0/values.yaml' in changed
     assert not any(rel.startswith(('artifacts/', 'images/')) for rel in changed)
+    # the kit's collection tarball is rewritten reproducibly: the same collection is not shipped again
+    assert not any(rel.startswith('kit/collections/') for rel in changed), sorted(changed)
     assert files_under(deltas['delta']) == changed | {'manifest.json', 'manifest.json.sig', 'kit.sha256', 'kit.sha256.sig'}
     assert 'delta: %s (%d files shipped)' % (deltas['delta'], len(changed)) in deltas['out']
 
