@@ -136,7 +136,7 @@ class _Decompressor(object):
         if self.kind == 'gzip':
             self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif self.kind == 'zstd':
-            self._obj = zstandard().ZstdDecompressor().decompressobj(read_across_frames=True)
+            self._obj = zstandard().ZstdDecompressor().decompressobj()
         else:
             self._obj = None
 
@@ -146,7 +146,7 @@ class _Decompressor(object):
         out = []
         while data:
             out.append(self._obj.decompress(data))
-            data = self._obj.unused_data if self.kind == 'gzip' and self._obj.eof else b''
+            data = self._obj.unused_data if self._obj.eof else b''  # the next gzip member or zstd frame
             if data:
                 self._new()
         return b''.join(out)
@@ -244,9 +244,13 @@ class LayerWriter(object):
                 if desc.get('mediaType') in INDEX_TYPES:
                     todo.extend(self.store.children(desc))
                 elif desc.get('mediaType') in MANIFEST_TYPES:
-                    for layer in self.store.read_json(desc['digest']).get('layers') or []:
-                        diff_id = (layer.get('annotations') or {}).get(DIFF_ID_ANNOTATION)
-                        if diff_id:
+                    manifest = self.store.read_json(desc['digest'])
+                    layers = manifest.get('layers') or []
+                    config = self.store.read_json(manifest['config']['digest'])
+                    diff_ids = (config.get('rootfs') or {}).get('diff_ids') or []
+                    for layer, diff_id in zip(layers, diff_ids if len(diff_ids) == len(layers) else []):
+                        # trusted only when the config agrees: a manifest kept as it arrived may carry any annotation
+                        if (layer.get('annotations') or {}).get(DIFF_ID_ANNOTATION) == diff_id:
                             self._map.setdefault((diff_id, layer.get('mediaType')), layer)
         return self._map
 

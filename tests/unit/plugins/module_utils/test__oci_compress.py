@@ -6,6 +6,7 @@ and a zstd image loaded into a real containerd."""
 
 import gzip
 import io
+import json
 import os
 import sys
 
@@ -289,3 +290,37 @@ def test_zstd_image_loads_into_containerd(containerd, namespace, tmp_path):
     # unpacked: containerd decompressed the zstd layers and found the config's diff_ids
     assert plan['chain_id'] == chain_id([digest(raw) for raw in web.layers]) and plan['chain_id'] in snapshots
     assert ctr.is_loaded(plan, images, content, snapshots)
+
+
+def test_an_annotation_the_config_does_not_back_is_not_trusted(tmp_path):
+    """A manifest kept as it arrived may carry Ferry's annotation with another diff_id: never reused for it."""
+    other = text_layer('other')
+    packed = zstandard.ZstdCompressor().compress(other)
+    image = Image(layers=[packed])
+    forged = json.loads(image.manifest())
+    forged['layers'][0]['annotations'] = {Z.DIFF_ID_ANNOTATION: digest(BASE)}  # a lie: the layer is `other`
+    image.manifest = lambda: json.dumps(forged, sort_keys=True).encode()
+    store = store_at(tmp_path)
+    store.set_ref('r.local/forged:1', import_oci_archive(
+        store, write_tar(tmp_path / 'forged.tar', oci_entries([image])), 'r.local/forged:1', ['x86_64'],
+        Z.LayerWriter(store, 'zstd')))
+    writer = Z.LayerWriter(store, 'zstd')
+    assert writer.known(digest(BASE)) is None and writer.known(digest(other)) is None
+    sync_images(store, [{'ref': REF, 'docker_archive': write_tar(tmp_path / 'web.tar', docker_legacy_entries(
+        [Image(layers=[BASE])]))}], ['x86_64'], 'zstd')
+    assert unzstd(blob(store, manifest_of(store, REF, 'amd64')['layers'][0]['digest'])) == BASE
+
+
+@pytest.mark.parametrize('pack', [
+    lambda data: zstandard.ZstdCompressor().compress(data),
+    lambda data: zstandard.ZstdCompressor().compress(data[:5000]) + zstandard.ZstdCompressor().compress(data[5000:]),
+    lambda data: gzip.compress(data[:5000], mtime=0) + gzip.compress(data[5000:], mtime=0),
+], ids=['zstd', 'zstd-two-frames', 'gzip-two-members'])
+def test_valid_compressed_layers_are_checked_and_kept(tmp_path, pack):
+    packed = pack(BASE)
+    image = Image(layers=[packed], config={'architecture': 'amd64', 'os': 'linux',
+                                           'rootfs': {'type': 'layers', 'diff_ids': [digest(BASE)]}})
+    store = store_at(tmp_path)
+    [desc] = import_oci_archive(store, write_tar(tmp_path / 'web.tar', oci_entries([image])), REF, ['x86_64'],
+                                Z.LayerWriter(store, 'zstd'))
+    assert desc['digest'] == digest(image.manifest()) and blob(store, digest(packed)) == packed
