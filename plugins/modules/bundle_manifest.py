@@ -47,6 +47,14 @@ options:
         of the bundle describes.
     type: list
     elements: dict
+  versions:
+    description:
+      - "Artifact versions to record, C({name: {arch: version}}) (M(ferry.airgap.bundle_spec) returns them as
+        C(spec.versions)). Each becomes the C(version) of the artifact entries of that name and arch; preflight
+        reads them (for example which containerd a host will run). A version for an artifact the bundle does
+        not hold is an error."
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - ferry.airgap.attributes
   - ferry.airgap.attributes.atomic_write
@@ -133,6 +141,7 @@ def main():
             arches=dict(type='list', elements='str', required=True, choices=list(ARCHES)),
             created=dict(type='str'),
             images=dict(type='list', elements='dict'),
+            versions=dict(type='dict', default={}),
             key=dict(type='path', no_log=False),
             namespace=dict(type='str', default=DEFAULT_NAMESPACE),
         ),
@@ -144,7 +153,7 @@ def main():
     old = dict((name, read_bytes(os.path.join(p['path'], name))) for name in names)
     try:
         meta = dict(name=p['name'], version=p['version'], arches=p['arches'], images=p['images'],
-                    created=p['created'] or 'pending')
+                    versions=p['versions'], created=p['created'] or 'pending')
         manifest = build_manifest(p['path'], meta)
         if not p['created']:
             manifest['created'] = _old_created(old[MANIFEST])

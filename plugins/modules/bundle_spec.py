@@ -51,7 +51,9 @@ spec:
     version: 2024.06.1
     arches: [x86_64, aarch64]
     artifacts:
-      - {name: k3s, arch: x86_64, src: "https://example.invalid/k3s", sha256: "0123...cdef", dest: k3s}
+      - {name: k3s, arch: x86_64, src: "https://example.invalid/k3s", sha256: "0123...cdef", dest: k3s,
+         version: v1.33.1+k3s1}
+    versions: {k3s: {x86_64: v1.33.1+k3s1}}
     images:
       - {ref: "registry.example/shop/web:1.4", oci_archive: /srv/build/web.tar}
     apps:

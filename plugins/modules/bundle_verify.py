@@ -202,6 +202,9 @@ ansible_facts:
           role C(ferry.airgap.ferry) hands it to every host).
         - C(dir) (the bundle directory), C(name), C(version), C(arches), C(images) (refs) and C(artifacts)
           (names, each once) from its manifest.
+        - "C(versions), the artifacts' recorded versions (C({name: {arch: version}})), and
+          C(layer_compressions), per platform the compressions of the images' layers (C(gzip), C(zstd),
+          C(none)): preflight checks that each host's runtime reads them."
       type: dict
       sample:
         dir: /opt/ferry/bundles/shop-2024.06.1
@@ -210,6 +213,8 @@ ansible_facts:
         arches: [x86_64, aarch64]
         images: ["registry.example/shop/web:1.4"]
         artifacts: [containerd, runc, cni-plugins]
+        versions: {containerd: {x86_64: 1.7.18, aarch64: 1.7.18}}
+        layer_compressions: {linux/amd64: [gzip, zstd], linux/arm64: [gzip, zstd]}
 problems:
   description: Every problem found; empty on success.
   returned: always
@@ -235,7 +240,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import (
     check_chunks, describe_source, resolve_pack, unpack)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter, check_site_local
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import guard_dest, place_bundle, verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import (
+    artifact_versions, guard_dest, layer_compressions, place_bundle, verify_bundle)
 
 
 class _Counter(object):
@@ -463,7 +469,8 @@ def main():
         result['ansible_facts'] = dict(ferry_bundle=dict(
             dir=result['path'], name=manifest.get('name'), version=manifest.get('version'),
             arches=manifest.get('arches') or [], images=[i.get('ref') for i in manifest.get('images') or []],
-            artifacts=[n for i, n in enumerate(names) if n not in names[:i]]))
+            artifacts=[n for i, n in enumerate(names) if n not in names[:i]],
+            versions=artifact_versions(manifest), layer_compressions=layer_compressions(result['path'], manifest)))
     module.exit_json(**result)
 
 

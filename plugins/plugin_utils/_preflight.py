@@ -12,9 +12,13 @@ failures, warnings and waivers.
 
 import re
 
-CHECKS = ('python', 'arch', 'os', 'kernel', 'swap', 'selinux', 'disk', 'memory', 'cpu',
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import COMPRESSION_MIN_RUNTIME
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import PlatformError, arch_platform_key
+
+CHECKS = ('python', 'arch', 'os', 'kernel', 'swap', 'selinux', 'runtime', 'disk', 'memory', 'cpu',
           'ports', 'hostname', 'clock', 'inventory')
 FERRY_GROUPS = ('deploy', 'k3s_server', 'k3s_agent', 'standalone')
+SITE_GROUPS = ('k3s_server', 'k3s_agent', 'standalone')  # hosts that load the bundle's images
 KERNEL_FEATURES = ('overlay', 'br_netfilter', 'cgroup')
 OK, WARN, FAIL, WAIVED, SKIP = 'ok', 'WARN', 'FAIL', 'waived', '-'
 _RANK = {OK: 0, SKIP: 0, WAIVED: 1, WARN: 2, FAIL: 3}
@@ -111,6 +115,43 @@ def check_selinux(facts, policy):
     if current == 'enforcing':
         return _result(WARN, 'SELinux enforcing: container policies must come with the bundle')
     return _result(OK, current)
+
+
+def check_runtime(facts, policy, roles):
+    """Can the runtime this host will run read every compression of the bundle's layers for its platform?
+
+    ``policy['layer_compressions']``: {platform: [compression]} (the verified bundle's
+    ``layer_compressions``); ``policy['runtime']``: ``{name, versions: {arch: version}}``, the runtime
+    that reads the images on this host and its version per arch (the bundle's artifact versions).
+    """
+    if not set(roles) & set(SITE_GROUPS):
+        return _result(OK, 'loads no images')
+    arch = facts['arch']
+    try:
+        platform = arch_platform_key(arch)
+    except PlatformError:
+        return _result(SKIP, 'no platform for %s (see arch)' % arch)
+    kinds = (policy.get('layer_compressions') or {}).get(platform) or []
+    needs = [(kind, COMPRESSION_MIN_RUNTIME.get(kind)) for kind in kinds if kind in COMPRESSION_MIN_RUNTIME]
+    runtime = policy.get('runtime') or {}
+    name = runtime.get('name') or 'containerd'
+    version = (runtime.get('versions') or {}).get(arch)
+    if not needs:
+        return _result(OK, 'layers: %s' % (', '.join(kinds) or 'no images'))
+    problems = []
+    for kind, minimum in needs:
+        if name not in minimum:
+            problems.append('%s image layers: Ferry does not know whether %s reads them' % (kind, name))
+        elif not version:
+            problems.append('%s image layers need %s >= %s, and the bundle does not say which %s it carries for '
+                            '%s (give that artifact a version in the spec)' % (kind, name, minimum[name], name, arch))
+        elif version_tuple(version) < version_tuple(minimum[name]):
+            problems.append('%s image layers need %s >= %s; this host would run %s %s (the bundle\'s, %s): build '
+                            'the bundle with images_compression: gzip, or carry a newer %s' % (
+                                kind, name, minimum[name], name, version, arch, name))
+    if problems:
+        return _result(FAIL, '; '.join(problems))
+    return _result(OK, '%s %s reads %s' % (name, version, ', '.join(kinds)))
 
 
 def check_disk(facts, policy, roles):
@@ -256,6 +297,7 @@ def evaluate(hosts, groups):
                 'kernel': check_kernel(facts, policy, roles),
                 'swap': check_swap(facts, policy, roles),
                 'selinux': check_selinux(facts, policy),
+                'runtime': check_runtime(facts, policy, roles),
                 'disk': check_disk(facts, policy, roles),
                 'memory': check_minimum(facts, policy, roles, 'memory_mb', 'memory_mb', 'MB'),
                 'cpu': check_minimum(facts, policy, roles, 'cpu', 'cpus', ''),

@@ -15,6 +15,9 @@ What goes in (x86_64 and aarch64 each; Debian bookworm packages, `apt-get downlo
     ferry.test/pause:1.0      the busybox layer; Cmd: sh sleeping until SIGTERM (the sandbox image)
     ferry.test/web:<M.m>      the busybox layer (shared) + /www/index.html "ferry web <M.m>";
                               Cmd httpd -f -p 8080 -h /www. <M.m> is major.minor of --version.
+                              Its own layer is a plain tar in the oci-archive: the build stores it
+                              zstd-compressed (the spec's default), the busybox layer stays gzip.
+  every artifact records its Debian package's upstream version (spec `version`).
 
 Versions: bundle release 1.0.x carries the OLDER of the two containerd builds Debian offers
 (bookworm-security 1.6.20~ds1-1+deb12u2 when this was written), any later release the NEWEST
@@ -258,8 +261,10 @@ def busybox_layer(busybox):
 
 
 def web_layer(text):
-    return builder.gzip_bytes(tar_bytes([_entry('www/', tarfile.DIRTYPE, 0o755, None),
-                                         _entry('www/index.html', tarfile.REGTYPE, 0o644, text.encode())]), level=9)
+    """A plain tar layer (as docker save writes them): the build stores it zstd-compressed, so every
+    scenario that loads ferry.test/web imports a zstd layer on top of a gzip base."""
+    return tar_bytes([_entry('www/', tarfile.DIRTYPE, 0o755, None),
+                      _entry('www/index.html', tarfile.REGTYPE, 0o644, text.encode())])
 
 
 def image(goarch, layers, cmd, comment):
@@ -317,14 +322,19 @@ def ensure_key(keys_dir):
     return key, signers
 
 
-def write_spec(path, version, artifacts, images, key):
+ARTIFACT_PACKAGES = {'containerd': 'containerd', 'runc': 'runc', 'cni-plugins': 'containernetworking-plugins'}
+
+
+def write_spec(path, version, artifacts, images, key, versions):
+    """The spec; each artifact records the upstream version of its Debian package (preflight reads it)."""
     base = os.path.dirname(path)
     rel = functools.partial(os.path.relpath, start=base)
     spec = {
         'name': 'ferry-test',
         'version': version,
         'arches': list(ARCHES),
-        'artifacts': [{'name': name, 'arch': arch, 'src': rel(src), 'sha256': sha256_file(src)}
+        'artifacts': [{'name': name, 'arch': arch, 'src': rel(src), 'sha256': sha256_file(src),
+                       'version': upstream_version(versions[ARTIFACT_PACKAGES[name]])}
                       for arch in ARCHES for name, src in sorted(artifacts[arch].items())],
         'images': [{'ref': ref, 'oci_archive': rel(src)} for ref, src in images],
         'signing': {'key': rel(key), 'identity': 'ferry-test', 'namespace': 'ferry-bundle'},
@@ -402,7 +412,7 @@ def main(argv=None):
         images = build_images(cache, versions, release)
         key, signers = ensure_key(os.path.join(out, 'keys'))
         spec = os.path.join(out, 'specs', 'ferry-test-%s.yml' % args.version)
-        spec_sha = write_spec(spec, args.version, artifacts, images, key)
+        spec_sha = write_spec(spec, args.version, artifacts, images, key, versions)
         # The bundle also depends on the signing key: a regenerated key means a rebuild.
         # the bundle also carries the kit (collection, bootstrap, playbooks): rebuilt when that code changes
         stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode() + _code_sha()).encode()).hexdigest()

@@ -32,7 +32,8 @@ def build_manifest(bundle_dir, meta, progress=None):
 
     ``meta``: ``name``, ``version``, ``arches`` (required); optional ``created``
     (default: now, or ``SOURCE_DATE_EPOCH``), ``images`` (default: read from
-    ``images/index.json``), ``base``, ``delta``.
+    ``images/index.json``), ``base``, ``delta``, ``versions`` ({artifact name: {arch: version}}, recorded
+    on the artifacts; a version of an artifact the bundle does not hold is an error).
     """
     for key in ('name', 'version', 'arches'):
         if not meta.get(key):
@@ -61,6 +62,17 @@ def build_manifest(bundle_dir, meta, progress=None):
         elif rel.startswith(BLOB_DIR + '/') and HEX64_RE.match(parts[-1]) and parts[-1] != entry['sha256']:
             raise BundleError('%s: image blob content has sha256 %s, not its name' % (rel, entry['sha256']))
 
+    versions = meta.get('versions') or {}
+    for art in artifacts:
+        version = versions.get(art['name'], {}).get(art['arch'])
+        if version is not None:
+            art['version'] = version
+    held = set((a['name'], a['arch']) for a in artifacts)
+    for name, arches in sorted(versions.items()):
+        for arch in sorted(arches):
+            if (name, arch) not in held:
+                raise BundleError('versions: %s/%s has a version (%s) but the bundle has no artifacts/%s/%s/' % (
+                    arch, name, arches[arch], arch, name))
     manifest = {
         'format': FORMAT,
         'name': meta['name'],

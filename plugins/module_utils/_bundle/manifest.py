@@ -21,7 +21,7 @@ SIGNATURE_LIMIT = 64 * 1024
 _ENTRY_KEYS = {
     'images': {'ref': (str, True), 'digest': (str, True), 'platforms': (dict, False)},
     'artifacts': {'name': (str, True), 'arch': (str, True), 'path': (str, True), 'sha256': (str, True),
-                  'size': (int, False)},
+                  'size': (int, False), 'version': (str, False)},
     'apps': {'name': (str, True), 'version': (str, True), 'path': (str, True), 'sha256': (str, True)},
 }
 

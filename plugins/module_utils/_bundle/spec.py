@@ -6,6 +6,7 @@
 import json
 import os
 import posixpath
+import re
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
@@ -15,7 +16,9 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import
 
 
 _TOP_KEYS = ('name', 'version', 'arches', 'artifacts', 'images', 'images_compression', 'apps', 'signing')
-_ARTIFACT_KEYS = ('name', 'arch', 'src', 'sha256', 'dest')
+_ARTIFACT_KEYS = ('name', 'arch', 'src', 'sha256', 'dest', 'version')
+# An artifact's version as its project writes it: 1.7.18, v1.33.1+k3s1, 2.4.0-rc.1.
+_VERSION_RE = re.compile(r'^v?[0-9][0-9A-Za-z.+~_-]{0,63}$')
 _IMAGE_KEYS = ('ref', 'docker_archive', 'oci_archive', 'registry', 'arch')
 _REGISTRY_KEYS = ('ref', 'username', 'password', 'insecure', 'ca_file')
 _APP_KEYS = ('name', 'version', 'src')
@@ -118,6 +121,7 @@ def validate_spec(data, base_dir=None):
         spec['arches'].append(arch)
 
     spec['artifacts'] = []
+    spec['versions'] = {}  # {artifact name: {arch: version}} of the artifacts that declare one
     seen = {}
     for i, item in enumerate(_list(data, 'artifacts', '')):
         path = 'artifacts[%d]' % i
@@ -143,6 +147,12 @@ def validate_spec(data, base_dir=None):
         if not dest or '/' in dest or dest in ('.', '..') or dest.startswith('.'):
             raise SpecError(where, 'cannot use %r as a file name; set dest to a plain file name' % dest)
         art['dest'] = dest
+        version = _opt_str(item, 'version', path)
+        if version is not None and not _VERSION_RE.match(version):
+            raise SpecError(path + '.version', 'must be a version such as 1.7.18 or v1.33.1+k3s1, got %r' % version)
+        art['version'] = version
+        if version is not None:
+            spec['versions'].setdefault(art['name'], {})[art['arch']] = version
         key = (art['name'], art['arch'])
         if key in seen:
             raise SpecError(path + '.name', 'duplicate artifact %r for arch %s (also artifacts[%d])' % (

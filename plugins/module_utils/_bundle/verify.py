@@ -9,6 +9,7 @@ import stat
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_RE, file_mismatch
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, replace_dir
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError, layer_compression
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
     BLOB_DIR, IMAGES_DIR, MANIFEST, RESERVED, BundleError, is_str)
@@ -142,6 +143,37 @@ def _image_tops(manifest):
         for plat, digest in sorted((img.get('platforms') or {}).items()):
             tops.append((digest, '%s (%s)' % (label, plat)))
     return tops
+
+
+def layer_compressions(bundle_dir, manifest):
+    """{platform: sorted compressions ('gzip', 'none', 'zstd') of the layers of the bundle's images there}.
+
+    What a host's runtime must be able to read: preflight compares it with the runtime each host will
+    run (``_oci.common.COMPRESSION_MIN_RUNTIME``). Read from the image manifests the verified bundle
+    manifest names; call it after verification (an unreadable manifest is left out here, verification
+    reports it).
+    """
+    store = ImageStore(os.path.join(bundle_dir, IMAGES_DIR))
+    found = {}
+    for img in manifest.get('images') or []:
+        for plat, digest in sorted(((img.get('platforms') if isinstance(img, dict) else None) or {}).items()):
+            try:
+                layers = store.read_json(digest).get('layers') or []
+            except (OciError, AttributeError, IOError, OSError):
+                continue
+            kinds = found.setdefault(plat, set())
+            kinds.update(layer_compression(layer.get('mediaType')) or 'other' for layer in layers
+                         if isinstance(layer, dict))
+    return dict((plat, sorted(kinds)) for plat, kinds in sorted(found.items()))
+
+
+def artifact_versions(manifest):
+    """{artifact name: {arch: version}} of the manifest's artifacts that record one."""
+    versions = {}
+    for art in manifest.get('artifacts') or []:
+        if isinstance(art, dict) and art.get('version'):
+            versions.setdefault(art.get('name'), {})[art.get('arch')] = art['version']
+    return versions
 
 
 def guard_dest(dest):

@@ -23,6 +23,15 @@ CONTAINERD_ANNOTATION = 'io.containerd.image.name'
 MAX_DOCUMENT = 16 * 1024 * 1024
 GZIP_MAGIC = b'\x1f\x8b'  # _safetar has it too: hosts loading images do not carry _safetar
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
+MT_DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar'
+MT_DOCKER_LAYER_GZIP = MT_DOCKER_LAYER + '.gzip'
+PLAIN_LAYER_TYPES = (MT_OCI_LAYER, MT_DOCKER_LAYER)
+GZIP_LAYER_TYPES = (MT_OCI_LAYER_GZIP, MT_DOCKER_LAYER_GZIP)
+ZSTD_LAYER_TYPES = (MT_OCI_LAYER_ZSTD,)
+# The oldest runtime that reads layers of each compression (versions as 'major.minor'): containerd
+# reads zstd layers from 1.5 on, and k3s embeds containerd 1.5 from v1.22 on (v1.21 has 1.4).
+# gzip and plain layers are read by every runtime Ferry installs.
+COMPRESSION_MIN_RUNTIME = {'zstd': {'containerd': '1.5', 'k3s': '1.22'}}
 
 
 class OciError(ValueError):
@@ -75,6 +84,17 @@ def layer_media_type(head):
     if head.startswith(ZSTD_MAGIC):
         return MT_OCI_LAYER_ZSTD
     return MT_OCI_LAYER
+
+
+def layer_compression(media_type):
+    """'gzip', 'zstd' or 'none' for a tar layer media type; None for anything else."""
+    if media_type in GZIP_LAYER_TYPES:
+        return 'gzip'
+    if media_type in ZSTD_LAYER_TYPES:
+        return 'zstd'
+    if media_type in PLAIN_LAYER_TYPES:
+        return 'none'
+    return None
 
 
 def descriptor(media_type, digest, size, platform=None):

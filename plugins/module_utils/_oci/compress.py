@@ -26,18 +26,13 @@ import zlib
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import (
     INDEX_TYPES, MANIFEST_TYPES, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, OciError, descriptor,
-    layer_media_type)
+    layer_compression, layer_media_type)
 
 COMPRESSIONS = ('zstd', 'gzip', 'none')
 DEFAULT_COMPRESSION = 'zstd'
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
 DIFF_ID_ANNOTATION = 'io.ferry.airgap.layer.diff_id'
-MT_DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar'
-MT_DOCKER_LAYER_GZIP = MT_DOCKER_LAYER + '.gzip'
-PLAIN_LAYER_TYPES = (MT_OCI_LAYER, MT_DOCKER_LAYER)
-GZIP_LAYER_TYPES = (MT_OCI_LAYER_GZIP, MT_DOCKER_LAYER_GZIP)
-ZSTD_LAYER_TYPES = (MT_OCI_LAYER_ZSTD,)
 MEDIA_TYPE = {'zstd': MT_OCI_LAYER_ZSTD, 'gzip': MT_OCI_LAYER_GZIP, 'none': MT_OCI_LAYER}
 
 
@@ -186,7 +181,7 @@ class VerifyingReader(object):
             return b''
         data = self._src.read(BUF_SIZE)
         if self._dec is None:
-            self._dec = _Decompressor(compression_of(layer_media_type(data)))
+            self._dec = _Decompressor(layer_compression(layer_media_type(data)))
         try:
             if data:
                 self._hash.update(self._dec.feed(data))
@@ -205,17 +200,6 @@ class VerifyingReader(object):
 
     def close(self):
         self._src.close()
-
-
-def compression_of(media_type):
-    """'gzip', 'zstd', 'none' for a tar layer media type; None for anything else (kept unchecked)."""
-    if media_type in GZIP_LAYER_TYPES:
-        return 'gzip'
-    if media_type in ZSTD_LAYER_TYPES:
-        return 'zstd'
-    if media_type in PLAIN_LAYER_TYPES:
-        return 'none'
-    return None
 
 
 class LayerWriter(object):
@@ -283,7 +267,7 @@ class LayerWriter(object):
     def put_kept(self, opener, desc, diff_id, what):
         """Store a layer as it is (digest and size of ``desc``); a gzip or zstd one is checked against
         ``diff_id`` on the way in (when known). Returns (digest, size)."""
-        if diff_id and compression_of(desc.get('mediaType')) is not None:
+        if diff_id and layer_compression(desc.get('mediaType')) is not None:
             checked = lambda: VerifyingReader(opener(), diff_id, what)  # noqa: E731
         else:
             checked = opener

@@ -7,8 +7,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils._digest import canoni
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import arch_platform_key, platform_arch, platform_key
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import (
     INDEX_TYPES, MANIFEST_TYPES, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST, OciError, check_platform,
-    config_platform, descriptor, loads)
-from ansible_collections.ferry.airgap.plugins.module_utils._oci.compress import PLAIN_LAYER_TYPES, LayerWriter
+    PLAIN_LAYER_TYPES, config_platform, descriptor, loads)
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.compress import LayerWriter
 
 
 def _select_platforms(source, top, ref, arches):

@@ -89,6 +89,11 @@ def test_every_image_is_present_for_the_host_platform_only(hosts, manifest, name
         # Layers of the other platform (those not byte-identical to one of ours) never reached the host.
         for digest in set(platform_layers(manifest, ref, other)) - set(mine):
             assert digest not in content, (ref, other, digest)
+    # ferry.test/web's own layer arrived as a plain tar and is stored zstd (the busybox base stays gzip):
+    # unpacked below on every host, arm64 included.
+    web = [i for i in manifest['images'] if i['ref'] == 'ferry.test/web:1.0'][0]
+    assert [layer['mediaType'].rsplit('+', 1)[-1] for layer in blob(web['platforms'][platform])['layers']] == [
+        'gzip', 'zstd']
     # The host's own platform is complete and unpacked.
     check = host.check_output(CTR + 'images check')
     for ref in REFS:
@@ -178,29 +183,66 @@ def test_containerd_down_is_a_clear_error(hosts, tmp_path):
     assert host.service('containerd').is_running
 
 
-@pytest.fixture(scope='module')
-def x86_only_bundle(tmp_path_factory):
-    """A signed bundle of the same release that carries x86_64 only, built by bundle.yml."""
-    base = tmp_path_factory.mktemp('x86only')
+def build_bundle(tmp_path_factory, name, change):
+    """A signed bundle built by bundle.yml from the test spec after ``change(spec)``, copied to the deploy node."""
+    base = tmp_path_factory.mktemp(name)
     spec_path = os.path.join(TESTBUNDLE, 'specs', 'ferry-test-1.0.0.yml')
     with open(spec_path) as handle:
         spec = yaml.safe_load(handle)
     here = os.path.dirname(spec_path)
-    spec['arches'] = ['x86_64']
-    spec['artifacts'] = [dict(a, src=os.path.join(here, a['src'])) for a in spec['artifacts'] if a['arch'] == 'x86_64']
+    spec['artifacts'] = [dict(a, src=os.path.join(here, a['src'])) for a in spec['artifacts']]
     spec['images'] = [dict(i, oci_archive=os.path.join(here, i['oci_archive'])) for i in spec['images']]
     spec['signing']['key'] = os.path.join(here, spec['signing']['key'])
+    change(spec)
     (base / 'spec.yml').write_text(yaml.safe_dump(spec))
-    dest = base / 'ferry-test-1.0.0-x86'
+    dest = base / name
     run = ansible([os.path.join(PROJECT, 'playbooks', 'bundle.yml'), '-e', 'bundle_spec=%s' % (base / 'spec.yml'),
                    '-e', 'bundle_dest=%s' % dest, '-e', 'bundle_wheels=false'], callback=None, project=False)
     assert run.rc == 0, run.stdout[-3000:]
-    subprocess.run(['docker', 'cp', str(dest) + '/.', 'rt-amd64-a:/opt/ferry/bundles/ferry-test-1.0.0-x86'], check=True)
-    return '/opt/ferry/bundles/ferry-test-1.0.0-x86'
+    subprocess.run(['docker', 'cp', str(dest) + '/.', 'rt-amd64-a:/opt/ferry/bundles/' + name], check=True)
+    return '/opt/ferry/bundles/' + name
+
+
+@pytest.fixture(scope='module')
+def x86_only_bundle(tmp_path_factory):
+    """A signed bundle of the same release that carries x86_64 only."""
+    def x86_only(spec):
+        spec['arches'] = ['x86_64']
+        spec['artifacts'] = [a for a in spec['artifacts'] if a['arch'] == 'x86_64']
+    return build_bundle(tmp_path_factory, 'ferry-test-1.0.0-x86', x86_only)
+
+
+@pytest.fixture(scope='module')
+def old_arm_runtime_bundle(tmp_path_factory):
+    """The same bundle (zstd layers), but its spec says the aarch64 containerd is 1.4.13 (no zstd reader)."""
+    def old_arm(spec):
+        for art in spec['artifacts']:
+            if art['name'] == 'containerd' and art['arch'] == 'aarch64':
+                art['version'] = '1.4.13'
+    return build_bundle(tmp_path_factory, 'ferry-test-1.0.0-oldarm', old_arm)
+
+
+def host_state(hosts):
+    return dict((name, hosts[name].check_output(
+        'ls -la --time-style=full-iso /var/lib/ferry/bundle/artifacts /usr/local/bin; ' + CTR + 'images ls -q'))
+        for name in ALL)
+
+
+def test_zstd_layers_the_arm64_runtime_cannot_read_are_refused_naming_the_host(hosts, old_arm_runtime_bundle):
+    before = host_state(hosts)
+    run = install(bundle_dir=old_arm_runtime_bundle)
+    assert run.rc != 0
+    assert all(s['changed'] == 0 for s in run.stats().values()), run.stats()
+    failures = run.report()['failures']
+    assert [line for line in failures if ': runtime: ' in line] == [
+        "rt-arm64: runtime: zstd image layers need containerd >= 1.5; this host would run containerd 1.4.13 "
+        "(the bundle's, aarch64): build the bundle with images_compression: gzip, or carry a newer containerd"], failures
+    assert not run.task_results('Find the files this host lacks')
+    assert host_state(hosts) == before
 
 
 def test_bundle_lacking_a_host_arch_is_refused_before_any_change(hosts, x86_only_bundle):
-    before = dict((name, hosts[name].check_output('ls -la --time-style=full-iso /var/lib/ferry/bundle/artifacts')) for name in ALL)
+    before = host_state(hosts)
     run = install(bundle_dir=x86_only_bundle)
     assert run.rc != 0
     assert all(s['changed'] == 0 for s in run.stats().values()), run.stats()
@@ -208,8 +250,7 @@ def test_bundle_lacking_a_host_arch_is_refused_before_any_change(hosts, x86_only
     assert 'rt-arm64' in report and 'aarch64' in report, report
     # The run stopped in preflight: no host reached distribution.
     assert not run.task_results('Find the files this host lacks')
-    after = dict((name, hosts[name].check_output('ls -la --time-style=full-iso /var/lib/ferry/bundle/artifacts')) for name in ALL)
-    assert before == after
+    assert host_state(hosts) == before
 
 
 def test_interrupted_install_converges_on_rerun(hosts, manifest):

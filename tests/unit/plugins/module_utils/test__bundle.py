@@ -20,7 +20,8 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import _
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign, verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file, validate_spec
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import verify_bundle
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import (
+    artifact_versions, layer_compressions, verify_bundle)
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json, sha256_bytes, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
@@ -93,6 +94,9 @@ def test_validate_spec_normalizes(tmp_path):
     (lambda s: s.update(images_compression='xz'), 'images_compression',
      ["unknown layer compression 'xz'", 'zstd, gzip, none']),
     (lambda s: s.update(images_compression=True), 'images_compression', ['unknown layer compression True']),
+    (lambda s: s['artifacts'][0].update(version='latest'), 'artifacts[0].version', ["'latest'", '1.7.18']),
+    (lambda s: s['artifacts'][0].update(version='1.7 && rm'), 'artifacts[0].version', ['version such as']),
+    (lambda s: s['artifacts'][0].update(version=1.6), 'artifacts[0].version', ['must be a string']),
 ])
 def test_validate_spec_errors_name_the_key_path(mutate, path, words):
     spec = good_spec()
@@ -173,7 +177,38 @@ def test_fetch_missing_source(tmp_path):
     assert not os.path.exists(str(tmp_path / 'd'))
 
 
+def test_validate_spec_artifact_versions():
+    spec = good_spec()
+    spec['artifacts'][0]['version'] = 'v1.33.1+k3s1'
+    spec['artifacts'][1]['version'] = 'v1.33.1+k3s1'
+    out = validate_spec(spec)
+    assert [a['version'] for a in out['artifacts']] == ['v1.33.1+k3s1', 'v1.33.1+k3s1', None]
+    assert out['versions'] == {'k3s': {'x86_64': 'v1.33.1+k3s1', 'aarch64': 'v1.33.1+k3s1'}}
+    assert validate_spec(good_spec())['versions'] == {}
+
+
 # ---------------------------------------------------------------- manifest + verify
+
+def test_build_manifest_records_artifact_versions(tmp_path):
+    root = make_bundle(tmp_path / 'b')
+    manifest = build_manifest(root, dict(META, versions={'k3s': {'x86_64': 'v1.33.1+k3s1'}}))
+    assert [(a['name'], a.get('version')) for a in manifest['artifacts']] == [
+        ('charts', None), ('k3s', 'v1.33.1+k3s1')]
+    assert parse_manifest(pretty_json(manifest))['artifacts'][1]['version'] == 'v1.33.1+k3s1'
+    assert artifact_versions(manifest) == {'k3s': {'x86_64': 'v1.33.1+k3s1'}}
+    with pytest.raises(BundleError) as exc:
+        build_manifest(root, dict(META, versions={'containerd': {'aarch64': '1.7.18'}}))
+    assert str(exc.value) == ('versions: aarch64/containerd has a version (1.7.18) but the bundle has no '
+                              'artifacts/aarch64/containerd/')
+
+
+def test_layer_compressions_per_platform(tmp_path):
+    root = make_bundle(tmp_path / 'b')
+    manifest = finish(root)
+    # make_bundle's one amd64 image has a plain tar layer
+    assert layer_compressions(root, manifest) == {'linux/amd64': ['none']}
+    assert layer_compressions(root, dict(manifest, images=[])) == {}
+
 
 def test_build_manifest_and_verify(tmp_path):
     root = make_bundle(tmp_path / 'b')

@@ -14,9 +14,13 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.delta import 
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import read_manifest, write_manifest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import pack
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
     bootstrap_like, finish, make_bundle, make_delta, siblings, tree, write)
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
+    Image, docker_legacy_entries, layer, write_tar)
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 
 
@@ -44,13 +48,51 @@ def test_good_bundle(tmp_path, capsys, keys):
     # the verified bundle comes back as the fact ferry_bundle (verify.yml no longer reads the manifest itself)
     assert result['ansible_facts']['ferry_bundle'] == {
         'dir': root, 'name': manifest['name'], 'version': manifest['version'], 'arches': manifest['arches'],
-        'images': [i['ref'] for i in manifest['images']],
+        'images': [i['ref'] for i in manifest['images']], 'versions': {},
+        'layer_compressions': {'linux/amd64': ['none']},
         'artifacts': sorted(set(a['name'] for a in manifest['artifacts']), key=[a['name'] for a in manifest['artifacts']].index)}
     assert result['ansible_facts']['ferry_bundle']['artifacts']
     # check mode on a directory still verifies
     write(os.path.join(root, 'extra'), 'x')
     result, code = run_module(bundle_verify, args(keys, root), capsys, check_mode=True)
     assert code == 1 and result['problems'] == ['unlisted file: extra (not in the manifest)']
+
+
+def zstd_bundle(tmp_path, keys):
+    """make_bundle's bundle plus an image imported from a docker-archive with zstd layers, signed."""
+    root = make_bundle(tmp_path / 'shop-1.0')
+    text = ''.join('line %d of a config file\n' % i for i in range(20000)).encode()
+    archive = write_tar(tmp_path / 'app.tar', docker_legacy_entries([Image(layers=[layer({'etc/app.conf': text})])]))
+    store = ImageStore(os.path.join(root, 'images'))
+    sync_images(store, [{'ref': 'registry.example/shop/app:1.0', 'docker_archive': archive}], ['x86_64'], 'zstd')
+    return root, finish(root, key=keys['good'], versions={'k3s': {'x86_64': 'v1.33.1+k3s1'}})
+
+
+def test_zstd_layers_verify_and_show_in_the_fact(tmp_path, capsys, keys):
+    root, manifest = zstd_bundle(tmp_path, keys)
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 0, result['msg']
+    fact = result['ansible_facts']['ferry_bundle']
+    assert fact['layer_compressions'] == {'linux/amd64': ['none', 'zstd']}
+    assert fact['versions'] == {'k3s': {'x86_64': 'v1.33.1+k3s1'}}
+
+
+def test_a_corrupt_zstd_layer_is_caught_at_verify(tmp_path, capsys, keys):
+    root, manifest = zstd_bundle(tmp_path, keys)
+    store = ImageStore(os.path.join(root, 'images'))
+    top = store.entry('registry.example/shop/app:1.0')
+    [plat] = store.children(top) if 'index' in top['mediaType'] else [top]
+    layer_desc = store.read_json(plat['digest'])['layers'][0]
+    assert layer_desc['mediaType'].endswith('+zstd')
+    path = store.blob_path(layer_desc['digest'])
+    data = bytearray(open(path, 'rb').read())
+    data[len(data) // 2] ^= 0xff  # same size, broken stream
+    os.chmod(path, 0o644)
+    actual = write(path, bytes(data))
+    rel = 'images/blobs/sha256/' + layer_desc['digest'][7:]
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and 'ansible_facts' not in result
+    assert 'sha256 mismatch: %s: expected %s, actual %s' % (rel, layer_desc['digest'][7:], actual) in result['problems']
 
 
 def test_flipped_byte(tmp_path, capsys, keys):

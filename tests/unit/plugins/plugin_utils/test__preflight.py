@@ -595,3 +595,95 @@ def test_render_minimal_report():
                                             ('4.19.90', (4, 19, 90)), ('', ())])
 def test_version_tuple(text, expected):
     assert _preflight.version_tuple(text) == expected
+
+
+# --------------------------------------------------------------------------- runtime (layer compressions)
+
+ZSTD_BUNDLE = {'linux/amd64': ['gzip', 'zstd'], 'linux/arm64': ['gzip', 'zstd']}
+
+
+def runtime_policy(versions, name='containerd', layers=None):
+    return {'layer_compressions': ZSTD_BUNDLE if layers is None else layers,
+            'runtime': {'name': name, 'versions': versions}}
+
+
+def test_runtime_ok_when_the_bundled_containerd_reads_zstd():
+    policy = runtime_policy({'x86_64': '1.6.20', 'aarch64': '1.7.18'})
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy), agt1=make_host(make_facts('agt1'), policy))
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'runtime') == 'ok'
+    assert detail(report, 'srv1', 'runtime') == 'containerd 1.7.18 reads gzip, zstd'
+    assert report['failed'] is False
+
+
+def test_runtime_refuses_zstd_for_an_old_containerd_naming_the_host():
+    # the aarch64 containerd the bundle carries is 1.4: it cannot read zstd layers
+    policy = runtime_policy({'x86_64': '1.6.20', 'aarch64': '1.4.13'})
+    hosts, groups = cluster(agt1=make_host(make_facts('agt1'), policy),
+                            app1=make_host(make_facts('app1', arch='x86_64'), policy))
+    report = evaluate(hosts, groups)
+    assert report['failed'] is True
+    assert status(report, 'agt1', 'runtime') == 'FAIL'
+    assert status(report, 'app1', 'runtime') == 'ok'  # its containerd is 1.6.20
+    assert report['failures'] == [
+        "agt1: runtime: zstd image layers need containerd >= 1.5; this host would run containerd 1.4.13 "
+        "(the bundle's, aarch64): build the bundle with images_compression: gzip, or carry a newer containerd"]
+
+
+def test_runtime_refuses_zstd_for_k3s_before_1_22():
+    policy = runtime_policy({'aarch64': 'v1.21.8+k3s1'}, name='k3s')
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy))
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'runtime') == 'FAIL'
+    assert 'need k3s >= 1.22; this host would run k3s v1.21.8+k3s1' in detail(report, 'srv1', 'runtime')
+    policy = runtime_policy({'aarch64': 'v1.22.5+k3s1'}, name='k3s')
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy))
+    assert status(evaluate(hosts, groups), 'srv1', 'runtime') == 'ok'
+
+
+def test_runtime_refuses_zstd_when_the_bundle_gives_no_version():
+    hosts, groups = cluster(app1=make_host(make_facts('app1'), runtime_policy({'x86_64': '1.6.20'})))
+    report = evaluate(hosts, groups)
+    assert status(report, 'app1', 'runtime') == 'FAIL'
+    assert detail(report, 'app1', 'runtime') == (
+        'zstd image layers need containerd >= 1.5, and the bundle does not say which containerd it carries for '
+        'aarch64 (give that artifact a version in the spec)')
+
+
+def test_runtime_refuses_zstd_for_a_runtime_it_does_not_know():
+    hosts, groups = cluster(app1=make_host(make_facts('app1'), runtime_policy({'aarch64': '2.0'}, name='crio')))
+    assert detail(evaluate(hosts, groups), 'app1', 'runtime') == (
+        'zstd image layers: Ferry does not know whether crio reads them')
+
+
+def test_runtime_gzip_and_plain_layers_need_no_version():
+    policy = runtime_policy({}, layers={'linux/arm64': ['gzip', 'none']})
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy))
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'runtime') == 'ok'
+    assert detail(report, 'srv1', 'runtime') == 'layers: gzip, none'
+
+
+def test_runtime_looks_at_the_hosts_platform_only():
+    # zstd only in the amd64 images; the aarch64 host with an old containerd loads none of them
+    policy = runtime_policy({'aarch64': '1.4.13'}, layers={'linux/amd64': ['zstd'], 'linux/arm64': ['gzip']})
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy))
+    assert status(evaluate(hosts, groups), 'srv1', 'runtime') == 'ok'
+
+
+def test_runtime_deploy_only_host_loads_nothing():
+    policy = runtime_policy({})
+    hosts, groups = cluster(dep1=make_host(make_facts('dep1'), policy))
+    groups['deploy'] = ['dep1']
+    report = evaluate(hosts, groups)
+    assert status(report, 'dep1', 'runtime') == 'ok'
+    assert detail(report, 'dep1', 'runtime') == 'loads no images'
+
+
+def test_runtime_can_be_waived_and_is_reported():
+    policy = dict(runtime_policy({'aarch64': '1.4.13'}), waive=['runtime'])
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy))
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'runtime') == 'waived'
+    assert report['failed'] is False
+    assert any('srv1: runtime: zstd image layers need containerd >= 1.5' in line for line in report['waived'])

@@ -113,9 +113,12 @@ def _distribution_images(path, arches):
     return store
 
 
-def finish(root, version='1.0', key=None):
-    """Write (and optionally sign) the manifest and kit.sha256 of ``root``, as bundle_manifest does; returns the manifest."""
-    meta = dict(META, version=version)
+def finish(root, version='1.0', key=None, versions=None):
+    """Write (and optionally sign) the manifest and kit.sha256 of ``root``, as bundle_manifest does; returns the manifest.
+
+    ``versions``: artifact versions to record ({name: {arch: version}}).
+    """
+    meta = dict(META, version=version, versions=versions)
     manifest = build_manifest(str(root), meta)
     write_manifest(str(root), manifest)
     write(os.path.join(str(root), KIT_SUMS), kit_sums(manifest))
