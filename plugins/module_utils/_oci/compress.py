@@ -267,8 +267,7 @@ class LayerWriter(object):
     def put_kept(self, opener, desc, diff_id, what):
         """Store a layer as it is (digest and size of ``desc``); a gzip or zstd one is checked against
         ``diff_id`` on the way in (when known). Returns (digest, size)."""
-        if diff_id and layer_compression(desc.get('mediaType')) is not None:
-            checked = lambda: VerifyingReader(opener(), diff_id, what)  # noqa: E731
-        else:
-            checked = opener
-        return self.store.put_blob(checked, desc['digest'], desc.get('size'), what)
+        def checked():
+            return VerifyingReader(opener(), diff_id, what)
+        verify = diff_id and layer_compression(desc.get('mediaType')) is not None
+        return self.store.put_blob(checked if verify else opener, desc['digest'], desc.get('size'), what)
