@@ -12,7 +12,12 @@ written to its own ``docker save`` tar. Then runs ``playbooks/bundle.yml`` on th
 2. delta bytes for a one-component change (a new top layer on one image) vs that layer;
 3. ``bundle_verify`` throughput vs ``sha256sum`` over the same files (page cache warm).
 
-Run from the checkout:  .venv/bin/python bench/bundle.py [--scale 0.1] [--keep]
+The bundle is built with the compression users get (the spec's images_compression default, zstd;
+--compression sets another). Random bytes do not compress, so this bench cannot show layer
+compression and the zstd pass costs build time for nothing: it prints how much.
+bench/compression.py measures compression (store, one-component delta, load) on real content.
+
+Run from the checkout:  .venv/bin/python bench/bundle.py [--scale 0.1] [--compression none] [--keep]
 Sizes in MiB scale with --scale. Nothing is asserted: it prints figures.
 """
 
@@ -26,19 +31,11 @@ import tarfile
 import tempfile
 import time
 
-from _bench import MIB, ROOT, log, mib, must, random_file, ratio, run, scaled_sizes  # noqa: E402
+from _bench import (  # noqa: E402
+    MIB, bench_prefix, log, mib, playbook, random_file, ratio, run, scaled_sizes, tree_bytes, verify_module, write_spec)
 
-from ferry_run import ansible  # noqa: E402
-
+from ansible_collections.ferry.airgap.plugins.module_utils._oci.compress import compressor  # noqa: E402
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.keys import signing_key  # noqa: E402
-
-
-def tree_bytes(root):
-    total = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            total += os.path.getsize(os.path.join(dirpath, name))
-    return total
 
 
 class Docker(object):
@@ -84,34 +81,15 @@ def save_layers(archive):
     return dict(zip(config['rootfs']['diff_ids'], [sizes[name] for name in manifest[0]['Layers']]))
 
 
-def playbook(args):
-    """Run bundle.yml (plain output); returns its wall seconds."""
-    return must(ansible(args, callback=None, merge=True), 'bundle.yml').wall
-
-
-def write_spec(path, version, images):
-    spec = {'name': 'bench', 'version': version, 'arches': ['x86_64'], 'artifacts': [], 'apps': [],
-            'images': [{'ref': ref, 'docker_archive': archive, 'arch': 'x86_64'} for ref, archive in images]}
-    with open(path, 'w') as f:
-        json.dump(spec, f, indent=2)  # JSON is YAML
-    return path
-
-
-def verify_module(bundle_dir, signers, work):
-    """Run the bundle_verify module directly (as Ansible would on the host); returns its result and wall time."""
-    args = os.path.join(work, 'verify-args.json')
-    with open(args, 'w') as f:
-        json.dump({'ANSIBLE_MODULE_ARGS': {'path': bundle_dir, 'allowed_signers': signers}}, f)
-    module = os.path.join(ROOT, 'plugins', 'modules', 'bundle_verify.py')
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, '.collections'))
+def compress_speed(compression, nbytes=64 * MIB):
+    """MiB/s of Ferry's layer compressor (_oci.compress) over ``nbytes`` random bytes, in this process."""
+    comp = compressor(compression)
+    chunks = [os.urandom(MIB) for dummy in range(nbytes // MIB)]
     start = time.time()
-    proc = subprocess.run([sys.executable, module, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, env=env, check=False)
-    seconds = time.time() - start
-    result = json.loads(proc.stdout)
-    if proc.returncode != 0 or result.get('failed'):
-        raise SystemExit('bundle_verify failed: %s' % result.get('msg'))
-    return result, seconds
+    for chunk in chunks:
+        comp.compress(chunk)
+    comp.flush()
+    return nbytes / float(MIB) / (time.time() - start)
 
 
 def timed(argv):
@@ -129,6 +107,8 @@ def main():
                         help='one component image per size, MiB, comma-separated (default 20,35,50,65,80,45)')
     parser.add_argument('--change-mib', type=float, default=30, help='new top layer of the changed component (default 30)')
     parser.add_argument('--rounds', type=int, default=3, help='verify / sha256sum rounds; the best is reported (default 3)')
+    parser.add_argument('--compression', choices=('zstd', 'gzip', 'none'),
+                        help="the spec's images_compression (default: none set, so the default users get: zstd)")
     parser.add_argument('--workdir', help='parent of the temporary work directory (default: $TMPDIR)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory and docker images')
     opts = parser.parse_args()
@@ -136,7 +116,7 @@ def main():
 
     run(['docker', 'info', '--format', '{{.ServerVersion}}'])
     work = tempfile.mkdtemp(prefix='ferry-bench-', dir=opts.workdir)
-    prefix = 'ferry-bench-%d' % os.getpid()
+    prefix = '%s-%d' % (bench_prefix(), os.getpid())
     docker = Docker(prefix)
     try:
         return bench(opts, components, size, work, prefix, docker)
@@ -185,7 +165,7 @@ def bench(opts, components, size, work, prefix, docker):
     common = ['-e', 'bundle_wheels=false', '-e', 'bundle_signing_key=' + key, '-e', 'bundle_signing_identity=bench@ferry']
 
     # --- 1. bundle v1 vs the docker save tars
-    spec1 = write_spec(os.path.join(work, 'spec-1.0.yml'), '1.0', images_v1)
+    spec1 = write_spec(os.path.join(work, 'spec-1.0.yml'), '1.0', images_v1, opts.compression)
     v1 = os.path.join(work, 'out', 'bench-1.0')
     os.makedirs(os.path.dirname(v1))
     log('bundle.yml v1')
@@ -193,6 +173,10 @@ def bench(opts, components, size, work, prefix, docker):
     bundle_bytes = tree_bytes(v1)
     images_bytes = tree_bytes(os.path.join(v1, 'images'))
     save_bytes = sum(saves.values())
+    raw_layers = {}
+    for archive in saves:
+        raw_layers.update(save_layers(archive))
+    raw_layer_bytes = sum(raw_layers.values())
 
     # --- 2. change one component: a new top layer, build v2 with bundle_base=v1
     changed = min(2, len(components) - 1)
@@ -209,7 +193,7 @@ def bench(opts, components, size, work, prefix, docker):
     changed_layer_bytes = sum(n for diff_id, n in layers_new.items() if diff_id not in layers_old)
     images_v2 = list(images_v1)
     images_v2[changed] = ('registry.bench.local/shop/comp%d:2.0' % changed, archive2)
-    spec2 = write_spec(os.path.join(work, 'spec-2.0.yml'), '2.0', images_v2)
+    spec2 = write_spec(os.path.join(work, 'spec-2.0.yml'), '2.0', images_v2, opts.compression)
     v2 = os.path.join(work, 'out', 'bench-2.0')
     log('bundle.yml v2 with bundle_base=v1')
     build2 = playbook(['playbooks/bundle.yml', '-e', 'bundle_spec=' + spec2, '-e', 'bundle_dest=' + v2,
@@ -275,6 +259,17 @@ def bench(opts, components, size, work, prefix, docker):
     for row in rows:
         print(line % row)
     print('delta files other than image blobs: %s' % (', '.join(other) or '-'))
+    compression = opts.compression or 'zstd'
+    print('layers stored %s (%s): images/ %s vs the unique layers as tars %s (%.4fx)' % (
+        compression, "the spec's default" if opts.compression is None else 'images_compression', mib(images_bytes),
+        mib(raw_layer_bytes), ratio(images_bytes, raw_layer_bytes)))
+    if compression != 'none':
+        speed = compress_speed(compression)
+        print('  random bytes do not compress: %s spent about %.1f s of build v1 on them for nothing (%.0f MiB/s measured '
+              'here over random bytes, %s of layers); --compression none skips it' % (
+                  compression, raw_layer_bytes / float(MIB) / speed, speed, mib(raw_layer_bytes)))
+    print('what this bench cannot show: layer compression (its layers are random, incompressible bytes); '
+          'bench/compression.py measures the store and a one-component delta on real content')
     print('(scale %g; verify/sha256sum: best of %d rounds, page cache warm, single stream each)' % (
         opts.scale, max(1, opts.rounds)))
     return 0

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 
-from _bench import MIB, log, must, random_file, run, start_testhost, wait_booted  # noqa: E402
+from _bench import MIB, bench_prefix, log, must, random_file, run, start_testhost, wait_booted  # noqa: E402
 
 from ferry_run import run_playbook  # noqa: E402
 
@@ -32,7 +32,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._digest import canoni
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore  # noqa: E402
 
-PREFIX = 'ferry-bench-dist'
+PREFIX = bench_prefix() + '-dist'
 BUNDLE_DIR = '/opt/ferry/bench-bundle'
 PULL_TASK = "Pull this host's files into"
 

@@ -31,60 +31,24 @@ Needs a running Docker engine and the test host image (tests/images/build.sh). N
 """
 
 import argparse
-import glob
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 
 from _bench import (  # noqa: E402
-    MIB, ROOT, TESTHOST_IMAGE, log, mib, must, quiet, ratio, run, scaled_sizes, start_testhost, wait_booted)
-
-from ferry_run import run_playbook  # noqa: E402
+    HOST_MOUNT as MOUNT, HOST_NAMESPACE as NAMESPACE, MIB, TESTHOST_IMAGE, Host, bench_prefix, containerd_binaries,
+    image_load, log, mib, ratio, run, scaled_sizes, warm)
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import canonical_json  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER, MT_OCI_MANIFEST  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore  # noqa: E402
 
-PREFIX = 'ferry-bench-imgload'
-NAMESPACE = 'bench'
 PLATFORM = 'linux/amd64'
-MOUNT = '/bench'
-UNIT = """[Unit]
-Description=containerd for bench/image_load
-After=local-fs.target
-
-[Service]
-ExecStart=/usr/local/bin/containerd
-Type=notify
-Delegate=yes
-KillMode=process
-Restart=no
-"""
-CONFIG = """version = 2
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-"""
-PLAY = """- name: image_load bench
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: Ping (first use of the connection)
-      ansible.builtin.ping:
-    - name: Load the images
-      ferry.airgap.image_load:
-        store: %s/store
-        namespace: %s
-        platform: %s
-    - name: %s
-      ansible.builtin.ping:
-"""
-LOAD_TASK = 'Load the images'
-PING_TASK = 'Ping (the cost of a task over the docker connection)'
 
 
 # ---------------------------------------------------------------- images
@@ -186,111 +150,14 @@ class _BytesReader(object):
         return chunk
 
 
-def warm(paths):
-    """Read ``paths`` once so each contender starts with its input in the page cache."""
-    for path in paths:
-        with open(path, 'rb') as fh:
-            while fh.read(8 * MIB):
-                pass
+# ---------------------------------------------------------------- the test host (_bench.Host)
 
-
-# ---------------------------------------------------------------- the test host
-
-def binaries(work):
-    """containerd, ctr, containerd-shim-runc-v2 and runc from testbundle.py's cache, into work/bin."""
-    # The newest Debian builds (the pins' 'new'): testbundle.py puts them in releases after 1.0.x.
-    run([sys.executable, os.path.join(ROOT, 'tests', 'support', 'testbundle.py'), '--spec-only', '--version', '1.1.0'],
-        cwd=ROOT)
-    cache = os.path.join(ROOT, 'tests', 'output', 'cache')
-    with open(os.path.join(cache, 'versions.json')) as fh:
-        versions = json.load(fh)
-    found = {}
-    for pkg, pattern in (('containerd', 'containerd-*-linux-amd64.tar.gz'), ('runc', 'runc.amd64')):
-        hits = glob.glob(os.path.join(cache, 'artifacts', '%s_%s_amd64' % (pkg, versions[pkg]['new']), pattern))
-        if len(hits) != 1:
-            raise SystemExit('%s amd64 artifact not found in %s/artifacts (%s)' % (pkg, cache, hits))
-        found[pkg] = hits[0]
-    bindir = os.path.join(work, 'bin')
-    os.makedirs(bindir)
-    with tarfile.open(found['containerd']) as tar:
-        for name in ('containerd', 'ctr', 'containerd-shim-runc-v2'):
-            with open(os.path.join(bindir, name), 'wb') as out:
-                shutil.copyfileobj(tar.extractfile('bin/' + name), out)
-    shutil.copy(found['runc'], os.path.join(bindir, 'runc'))
-    for name in os.listdir(bindir):
-        os.chmod(os.path.join(bindir, name), 0o755)
-    return 'containerd %s, runc %s (Debian)' % (versions['containerd']['new'], versions['runc']['new'])
-
-
-class Host(object):
-    """One systemd test host with a fresh volume on /var/lib/containerd and ``work`` on /bench (read-only)."""
-
-    def __init__(self, work):
-        self.name = '%s-%d' % (PREFIX, os.getpid())
-        self.volume = self.name + '-containerd'
-        self.work = work
-        self.started = False
-
-    def start(self):
-        quiet(['docker', 'rm', '-f', self.name])
-        quiet(['docker', 'volume', 'rm', self.volume])
-        run(['docker', 'volume', 'create', self.volume])
-        start_testhost(self.name, ['%s:/var/lib/containerd' % self.volume, '%s:%s:ro' % (self.work, MOUNT)])
-        self.started = True
-
-    def sh(self, script, *args):
-        return run(['docker', 'exec', self.name, 'sh', '-c', script, 'sh'] + list(args))
-
-    def wait_booted(self):
-        wait_booted(self.name)
-
-    def install_containerd(self):
-        self.sh('set -e; install -m 0755 %(m)s/bin/containerd %(m)s/bin/ctr %(m)s/bin/containerd-shim-runc-v2 /usr/local/bin/; '
-                'install -m 0755 %(m)s/bin/runc /usr/local/sbin/runc; mkdir -p /etc/containerd; '
-                'printf "%%s" "$1" > /etc/systemd/system/containerd.service; printf "%%s" "$2" > /etc/containerd/config.toml; '
-                'systemctl daemon-reload' % {'m': MOUNT}, UNIT, CONFIG)
-
-    def fresh_containerd(self):
-        """Stop containerd, empty /var/lib/containerd, flush dirty pages, start it and wait for its socket."""
-        self.sh('systemctl stop containerd; find /var/lib/containerd -mindepth 1 -maxdepth 1 -exec rm -rf {} +; sync; '
-                'systemctl start containerd')
-        for dummy in range(100):
-            proc = subprocess.run(['docker', 'exec', self.name, 'ctr', 'version'], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, check=False)
-            if proc.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise SystemExit('containerd did not start in %s:\n%s' % (self.name, self.sh('journalctl -u containerd | tail -20')))
-
-    def images(self):
-        out = self.sh('ctr -n %s images ls' % NAMESPACE)
-        return dict((f[0], f[2]) for f in (line.split() for line in out.splitlines()[1:]) if len(f) >= 3)
-
-    def disk(self):
-        """Bytes of containerd's content store and overlayfs snapshots."""
-        out = self.sh('du -sb /var/lib/containerd/io.containerd.content.v1.content '
-                      '/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs')
-        sizes = [int(line.split()[0]) for line in out.splitlines() if line.strip()]
-        return sizes[0], sizes[1]
-
-    def ctr_import(self, tars):
-        """``ctr images import`` of each tar in turn, timed inside the host; returns seconds."""
-        out = self.sh('set -e; for t in "$@"; do s=$(date +%%s%%N); '
-                      'ctr -n %s images import --platform %s "$t" >/dev/null; e=$(date +%%s%%N); echo $((e - s)); done'
-                      % (NAMESPACE, PLATFORM), *tars)
-        return sum(int(line) for line in out.split()) / 1e9
-
-    def remove(self):
-        quiet(['docker', 'rm', '-f', self.name])
-        quiet(['docker', 'volume', 'rm', self.volume])
-
-
-def image_load(work, host):
-    """Run the playbook (ping, image_load, ping); returns (task seconds, ping seconds, playbook wall seconds, result)."""
-    done = must(run_playbook(os.path.join(work, 'play.yml'), os.path.join(work, 'hosts.yml'), timeout=None),
-                'ansible-playbook')
-    took = dict((task['task']['name'], done.task_seconds(task)) for task in done.tasks(play=0))
-    return took[LOAD_TASK], took[PING_TASK], done.wall, done.task_results(LOAD_TASK)[host.name]
+def ctr_import(host, tars):
+    """``ctr images import`` of each tar in turn, timed inside the host; returns seconds."""
+    out = host.sh('set -e; for t in "$@"; do s=$(date +%%s%%N); '
+                  'ctr -n %s images import --platform %s "$t" >/dev/null; e=$(date +%%s%%N); echo $((e - s)); done'
+                  % (NAMESPACE, PLATFORM), *tars)
+    return sum(int(line) for line in out.split()) / 1e9
 
 
 # ---------------------------------------------------------------- main
@@ -305,6 +172,7 @@ def main():
     parser.add_argument('--rounds', type=int, default=3,
                         help='rounds of all contenders (order alternating); the best time is reported (default 3)')
     parser.add_argument('--workdir', help='parent of the temporary work directory (default: $TMPDIR)')
+    parser.add_argument('--cache', help='testbundle.py cache of the Debian packages (default tests/output/cache)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory, the test host and its volume')
     opts = parser.parse_args()
     components, size = scaled_sizes(parser, opts)
@@ -313,7 +181,7 @@ def main():
     run(['docker', 'image', 'inspect', '--format', '{{.Id}}', TESTHOST_IMAGE])
     work = os.path.realpath(tempfile.mkdtemp(prefix='ferry-bench-imgload-', dir=opts.workdir))
     os.chmod(work, 0o755)
-    host = Host(work)
+    host = Host(work, '%s-imgload-%d' % (bench_prefix(), os.getpid()))
     try:
         return bench(opts, components, size, work, host)
     finally:
@@ -328,7 +196,7 @@ def bench(opts, components, size, work, host):
     t0 = time.time()
     log('starting test host %s' % host.name)
     host.start()
-    versions = binaries(work)
+    versions = containerd_binaries(work, cache=opts.cache)
     log('building %d images in %s' % (len(components), work))
     store, images = build_images(work, size(opts.base_mib), [size(c) for c in components])
     unique = sum(os.path.getsize(store.blob_path(d)) for d in set(d for i in images for d in i[3]))
@@ -336,11 +204,8 @@ def bench(opts, components, size, work, host):
     tars = [i[2] for i in images]
     tar_bytes = sum(os.path.getsize(t) for t in tars)
     expected = dict((ref, digest) for ref, digest, dummy, dummy in images)
-    with open(os.path.join(work, 'hosts.yml'), 'w') as fh:
-        json.dump({'all': {'hosts': {host.name: {}}, 'vars': {
-            'ansible_connection': 'community.docker.docker', 'ansible_python_interpreter': '/usr/bin/python3'}}}, fh)
-    with open(os.path.join(work, 'play.yml'), 'w') as fh:
-        fh.write(PLAY % (MOUNT, NAMESPACE, PLATFORM, PING_TASK))
+    inventory = host.write_inventory(os.path.join(work, 'hosts.yml'))
+    play = host.write_play(os.path.join(work, 'play.yml'), MOUNT + '/store')
     host.wait_booted()
     host.install_containerd()
 
@@ -353,11 +218,11 @@ def bench(opts, components, size, work, host):
     def via_image_load():
         host.fresh_containerd()
         warm(store.blob_path(d) for d in store.blob_digests())
-        took, ping, wall, first = image_load(work, host)
+        took, ping, wall, first = image_load(play, inventory, host)
         if first.get('failed') or not first.get('changed'):
             raise SystemExit('image_load first load: %s' % json.dumps(first)[:3000])
         loaded, disk = host.images(), host.disk()
-        again_took, dummy, again_wall, again = image_load(work, host)
+        again_took, dummy, again_wall, again = image_load(play, inventory, host)
         if again.get('failed') or again.get('changed') or again['bytes_moved']:
             raise SystemExit('image_load rerun: %s' % json.dumps(again)[:3000])
         extra = 'first run changed=%s loaded %d, rerun changed=%s present %d; ping task %.2f s; ansible-playbook %.1f / %.1f s' % (
@@ -370,9 +235,9 @@ def bench(opts, components, size, work, host):
             host.fresh_containerd()
             warm(paths)
             inside = ['%s/%s' % (MOUNT, os.path.relpath(path, work)) for path in paths]
-            took = host.ctr_import(inside)
+            took = ctr_import(host, inside)
             loaded, disk = host.images(), host.disk()
-            again = host.ctr_import(inside)
+            again = ctr_import(host, inside)
             return dict(first=took, moved=nbytes, again=again, again_moved=nbytes, images=loaded, disk=disk, extra='')
         return contender
 
