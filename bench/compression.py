@@ -316,7 +316,7 @@ def arm64_part(opts, work):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--base-mib', type=float, default=150, help='base layer content cap, MiB (default 150)')
     parser.add_argument('--component-mib', type=float, default=120, help='component layer content cap, MiB (default 120)')
     parser.add_argument('--packages', default=DEFAULT_PACKAGES, help='one component per installed package')
