@@ -42,7 +42,7 @@ import time
 
 from _bench import (  # noqa: E402
     HOST_MOUNT as MOUNT, HOST_NAMESPACE as NAMESPACE, MIB, TESTHOST_IMAGE, Host, bench_prefix, containerd_binaries,
-    image_load, log, mib, ratio, run, scaled_sizes, warm)
+    load_twice, log, mib, ratio, run, scaled_sizes, warm)
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import canonical_json  # noqa: E402
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER, MT_OCI_MANIFEST  # noqa: E402
@@ -216,13 +216,8 @@ def bench(opts, components, size, work, host):
     prep = time.time() - t0
 
     def via_image_load():
-        host.fresh_containerd()
-        warm(store.blob_path(d) for d in store.blob_digests())
-        took, ping, wall, first = image_load(play, inventory, host)
-        if first.get('failed') or not first.get('changed'):
-            raise SystemExit('image_load first load: %s' % json.dumps(first)[:3000])
-        loaded, disk = host.images(), host.disk()
-        again_took, dummy, again_wall, again = image_load(play, inventory, host)
+        took, ping, wall, first, loaded, disk, again_took, again_wall, again = load_twice(
+            play, inventory, host, [store.blob_path(d) for d in store.blob_digests()])
         if again.get('failed') or again.get('changed') or again['bytes_moved']:
             raise SystemExit('image_load rerun: %s' % json.dumps(again)[:3000])
         extra = 'first run changed=%s loaded %d, rerun changed=%s present %d; ping task %.2f s; ansible-playbook %.1f / %.1f s' % (
