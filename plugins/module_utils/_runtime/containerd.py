@@ -136,19 +136,37 @@ class Ctr(object):
         return out
 
     # -- reading
-    def images(self):
-        """{ref: target digest} of every image of the namespace."""
+    def listing(self):
+        """{ref: (target digest, {label: value})} of every image of the namespace.
+
+        ``ctr images ls`` prints REF TYPE DIGEST SIZE PLATFORMS LABELS; SIZE holds a space (``1.2 MiB``),
+        so the labels are the last field (``-`` for none, else ``key=value`` joined by commas).
+        """
         out = self._run(['images', 'ls'], 'listing images')
         lines = out.splitlines()
         if not lines or lines[0].split()[:3] != ['REF', 'TYPE', 'DIGEST']:
             raise ContainerdError('unexpected output of ctr images ls (expected a REF TYPE DIGEST header): %s'
                                   % (lines[0] if lines else 'nothing'))
+        with_labels = lines[0].split()[-1:] == ['LABELS']
         found = {}
         for line in lines[1:]:
             fields = line.split()
             if len(fields) >= 3:
-                found[fields[0]] = fields[2]
+                labels = {}
+                if with_labels and len(fields) >= 6 and fields[-1] != '-':
+                    for item in fields[-1].split(','):
+                        key, dummy, value = item.partition('=')
+                        labels[key] = value
+                found[fields[0]] = (fields[2], labels)
         return found
+
+    def images(self):
+        """{ref: target digest} of every image of the namespace."""
+        return dict((ref, entry[0]) for ref, entry in self.listing().items())
+
+    def image_labels(self):
+        """{ref: {label: value}} of every image of the namespace."""
+        return dict((ref, entry[1]) for ref, entry in self.listing().items())
 
     def content(self):
         """{digest: {label: value}} of every blob of the namespace."""
@@ -196,6 +214,12 @@ class Ctr(object):
         return True
 
     # -- writing
+    def label(self, ref, labels):
+        """Set ``labels`` ({key: value}) on image ``ref``, keeping its other labels."""
+        if labels:
+            self._run(['images', 'label', ref] + ['%s=%s' % item for item in sorted(labels.items())],
+                      'labelling %s' % ref)
+
     def remove(self, refs):
         if refs:
             self._run(['images', 'rm'] + sorted(refs), 'removing images')

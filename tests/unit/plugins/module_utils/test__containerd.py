@@ -203,6 +203,28 @@ def test_unparseable_images_output():
         ctr.images()
 
 
+def test_listing_reads_labels_after_a_size_with_a_space():
+    out = ('REF TYPE DIGEST SIZE PLATFORMS LABELS\n'
+           'a:1 application/vnd.oci.image.index.v1+json sha256:%s 1.2 MiB linux/amd64,linux/arm64 '
+           'io.cri-containerd.image=managed,io.cri-containerd.pinned=pinned\n'
+           'b:2 application/vnd.oci.image.manifest.v1+json sha256:%s 700.0 KiB linux/amd64 -\n') % ('a' * 64, 'b' * 64)
+    ctr = C.Ctr(['ctr'], '/x', 'ns', _FixedRunner(0, out, ''))
+    assert ctr.images() == {'a:1': 'sha256:' + 'a' * 64, 'b:2': 'sha256:' + 'b' * 64}
+    assert ctr.image_labels() == {'a:1': {'io.cri-containerd.image': 'managed', 'io.cri-containerd.pinned': 'pinned'},
+                                  'b:2': {}}
+
+
+def test_label_keeps_other_labels(containerd, namespace, store):
+    ctr = ctr_for(containerd, namespace)
+    plan = platform_plan(store, API, 'linux/amd64')
+    ctr.load(store, [plan], plan['blobs'], 'linux/amd64')
+    assert ctr.image_labels() == {API: {}}
+    ctr.label(API, {'keep': 'me'})
+    ctr.label(API, {'io.cri-containerd.pinned': 'pinned'})
+    assert ctr.image_labels() == {API: {'keep': 'me', 'io.cri-containerd.pinned': 'pinned'}}
+    assert ctr.images() == {API: store.entry(API)['digest']}
+
+
 def test_staging_name_is_a_valid_reference_and_stable():
     name = C.staging_name(WEB, 'sha256:' + 'ab' * 32)
     assert name == C.staging_name(WEB, 'sha256:' + 'ab' * 32)
