@@ -94,7 +94,8 @@ attributes:
   platform:
     platforms: linux
 notes:
-  - Needs C(ctr) from containerd 1.6 or later and the right to use the socket (root).
+  - Needs C(ctr) and the right to use the socket (root). A C(ctr) older than containerd 1.6 (k3s v1.22 bundles 1.5)
+    has no C(images import --platform); through it only the host's platform can be loaded.
   - The store of a host may hold blobs for its platform only; the refs to load must have theirs.
 """
 
@@ -183,6 +184,13 @@ def host_platform():
     if machine not in ARCHES:
         raise OciError("cannot tell the platform of this host (machine '%s'): set platform" % machine)
     return arch_platform_key(machine)
+
+
+def _host_platform_or_none():
+    try:
+        return format_platform(normalize_platform(host_platform()))
+    except OciError:
+        return None
 
 
 def resolve_ctr(module, ctr):
@@ -318,7 +326,7 @@ def main():
             raise OciError("store '%s' has no image %s (it has: %s)" % (
                 p['store'], ', '.join(missing), ', '.join(sorted(store.refs())) or 'no image'))
         ctr = Ctr(resolve_ctr(module, p['ctr']), p['address'], p['namespace'],
-                  _cli.Runner(module), snapshotter=p['snapshotter'])
+                  _cli.Runner(module), snapshotter=p['snapshotter'], host_platform=_host_platform_or_none())
         outcome, before, after, labels_before, labels_after = run(module, ctr, store, refs, platform, counter)
         result.update(outcome)
     except ContainerdError as exc:

@@ -203,6 +203,42 @@ def test_unparseable_images_output():
         ctr.images()
 
 
+class _OldCtrRunner(object):
+    """ctr 1.5 (k3s v1.22): images import has no --platform; records the import argv."""
+    HELP = 'USAGE:\n   ctr images import [command options] [flags] <in>\nOPTIONS:\n   --all-platforms\n   --no-unpack\n'
+
+    def __init__(self):
+        self.argvs = []
+
+    def run(self, argv):
+        if argv[-3:] == ['images', 'import', '--help']:
+            return 0, self.HELP, ''
+        return 0, 'REF TYPE DIGEST SIZE PLATFORMS LABELS\n', ''
+
+    def stream(self, argv, chunks):
+        for dummy in chunks:
+            pass
+        self.argvs.append(argv)
+        return 0, '', ''
+
+
+def test_ctr_without_import_platform_flag_loads_the_host_platform_only(store):
+    plan = platform_plan(store, API, 'linux/amd64')
+    runner = _OldCtrRunner()
+    ctr = C.Ctr(['k3s', 'ctr'], C.K3S_ADDRESS, 'k8s.io', runner, host_platform='linux/amd64')
+    ctr.load(store, [plan], plan['blobs'], 'linux/amd64')
+    assert len(runner.argvs) == 2 and all('--platform' not in argv for argv in runner.argvs)
+    assert runner.argvs[0][-3:] == ['images', 'import', '-']
+    arm = platform_plan(store, WEB, 'linux/arm64')
+    with pytest.raises(C.ContainerdError, match='cannot import platform linux/arm64: .* no --platform'):
+        C.Ctr(['k3s', 'ctr'], C.K3S_ADDRESS, 'k8s.io', _OldCtrRunner(), host_platform='linux/amd64').load(
+            store, [arm], arm['blobs'], 'linux/arm64')
+
+
+def test_real_ctr_has_the_import_platform_flag(containerd, namespace):
+    assert ctr_for(containerd, namespace).has_platform_flag() is True
+
+
 def test_listing_reads_labels_after_a_size_with_a_space():
     out = ('REF TYPE DIGEST SIZE PLATFORMS LABELS\n'
            'a:1 application/vnd.oci.image.index.v1+json sha256:%s 1.2 MiB linux/amd64,linux/arm64 '
