@@ -109,7 +109,8 @@ def test_busybox_web_answers_through_a_service(host):
     ip = kubectl(host, 'get', 'service', 'web', '-o', "jsonpath='{.spec.clusterIP}'")
     deadline = time.time() + 60
     while True:
-        answer = host.run('wget -qO- -T 5 http://%s/' % ip)
+        answer = host.run('python3 -c "import urllib.request, sys; '
+                          'print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" http://%s/' % ip)
         if answer.rc == 0 or time.time() > deadline:
             break
         time.sleep(2)
