@@ -77,7 +77,7 @@ options:
   labels:
     description:
       - Image labels every requested ref must carry (its other labels are kept). For Kubernetes,
-        V({io.cri-containerd.pinned: pinned}) keeps the kubelet's image garbage collection from removing the images
+        the label C(io.cri-containerd.pinned) with value C(pinned) keeps the kubelet's image garbage collection from removing the images
         (containerd 1.7 and later report such images as pinned to the kubelet; older ones keep the label only).
       - Keys and values must not contain C(,), C(=) or spaces.
     type: dict
