@@ -227,21 +227,28 @@ def check_hostnames(hosts, roles_of):
 
 
 def check_clocks(hosts):
-    offsets = dict((name, host['facts']['clock']['offset_s']) for name, host in hosts.items()
-                   if host.get('facts') and host['facts'].get('clock'))
-    if not offsets:
+    """Each host's clock against the median of all (the controller votes too).
+
+    An offset is measured within +-``uncertainty_s`` (half the round trip of the module that read the
+    clock: a slow host, e.g. under emulation or load, reads it late). A host fails only when its skew is
+    beyond ``clock_skew_max_s`` even at the favourable end of that interval.
+    """
+    clocks = dict((name, host['facts']['clock']) for name, host in hosts.items()
+                  if host.get('facts') and host['facts'].get('clock'))
+    if not clocks:
         return {}
-    # The controller votes too (offset 0): with two hosts it decides which one is off.
-    ordered = sorted(list(offsets.values()) + [0.0])
+    ordered = sorted([c['offset_s'] for c in clocks.values()] + [0.0])
     median = ordered[len(ordered) // 2]
     results = {}
-    for name, offset in offsets.items():
+    for name, clock in clocks.items():
         limit = hosts[name]['policy'].get('clock_skew_max_s', 5)
-        skew = offset - median
-        if abs(skew) > limit:
-            results[name] = _result(FAIL, 'clock %+.1f s from the others (max %s s)' % (skew, limit))
+        skew = clock['offset_s'] - median
+        uncertainty = abs(clock.get('uncertainty_s') or 0.0)
+        if abs(skew) - uncertainty > limit:
+            results[name] = _result(FAIL, 'clock %+.1f s from the others (max %s s%s)' % (
+                skew, limit, ', measured within +-%.1f s' % uncertainty if uncertainty >= 0.05 else ''))
         else:
-            results[name] = _result(OK, '%+.1f s' % skew)
+            results[name] = _result(OK, '%+.1f s' % skew + (' +-%.1f s' % uncertainty if uncertainty >= 0.05 else ''))
     return results
 
 

@@ -433,6 +433,18 @@ def test_clock_skew_two_hosts_blames_the_skewed_one():
     assert status(report, 'app1', 'clock') == 'FAIL'
 
 
+def test_clock_offset_within_its_measurement_uncertainty_passes():
+    # a slow host (qemu, load) read its clock late: +9.4 s, but measured within +-6 s -> at worst 3.4 s off
+    hosts, groups = cluster(app1=make_host(make_facts('app1', clock={'offset_s': 9.45, 'uncertainty_s': 6.0})))
+    report = evaluate(hosts, groups)
+    assert status(report, 'app1', 'clock') == 'ok'
+    assert detail(report, 'app1', 'clock') == '+9.4 s +-6.0 s'
+    # beyond the limit even at the favourable end of the interval: still a failure, which says so
+    hosts, groups = cluster(app1=make_host(make_facts('app1', clock={'offset_s': 30.05, 'uncertainty_s': 6.0})))
+    report = evaluate(hosts, groups)
+    assert report['failures'] == ['app1: clock: clock +30.0 s from the others (max 5 s, measured within +-6.0 s)']
+
+
 def test_clock_missing_is_skipped():
     facts = make_facts('app1')
     del facts['clock']
