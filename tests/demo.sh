@@ -15,7 +15,7 @@ work=$top/tests/output/demo
 bundle_version=1.0.0
 bundle_on_host=/opt/ferry/bundles/ferry-test-$bundle_version
 timings=()
-hosts=(ferry-demo-x86:bookworm-amd64:k3s_server ferry-demo-arm:bookworm-arm64:k3s_agent ferry-demo-kylin:kylin-v10:standalone)
+hosts=(ferry-demo-x86:bookworm-amd64:standalone ferry-demo-arm:bookworm-arm64:standalone ferry-demo-kylin:kylin-v10:standalone)
 mapfile -t caps < <(grep -v '^#' "$top/tests/images/testhost-caps.txt" | grep .)  # the test hosts' capabilities
 
 step() {  # step NAME COMMAND...: run and print its duration

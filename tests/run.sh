@@ -39,14 +39,37 @@ stage_build() {
     echo "ferry-airgap-0.1.0.tar.gz: $(wc -l <"$out/list") entries, $(du -h "$out/ferry-airgap-0.1.0.tar.gz" | cut -f1)"
   local rc=$?; rm -rf "$out"; return $rc
 }
+# Scenarios in $FERRY_MOLECULE_PARALLEL (default: k3s, the longest, which waits on k3s more than it
+# computes) start in the background with their own containers and volumes; the others run one after
+# another meanwhile. Each scenario's log: tests/output/molecule-<scenario>.log.
+molecule_one() {
+  "$venv/bin/molecule" test -s "$1" >"tests/output/molecule-$1.log" 2>&1
+}
+molecule_report() {
+  [ "$2" -eq 0 ] || tail -n 80 "tests/output/molecule-$1.log"
+  echo "--- $1: $(grep -aE '[0-9]+ passed' "tests/output/molecule-$1.log" | tail -n 1)"
+}
 stage_molecule() {
-  local scenario rc=0
+  local scenario rc=0 parallel=" ${FERRY_MOLECULE_PARALLEL-k3s} " pids=() names=() i status
   for scenario in extensions/molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
+    case "$parallel" in *" $scenario "*)
+      echo "--- molecule test -s $scenario (in the background)"
+      molecule_one "$scenario" & pids+=($!); names+=("$scenario") ;;
+    esac
+  done
+  for scenario in extensions/molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario")")
+    case "$parallel" in *" $scenario "*) continue ;; esac
     echo "--- molecule test -s $scenario"
-    "$venv/bin/molecule" test -s "$scenario" >"tests/output/molecule-$scenario.log" 2>&1 || {
-      rc=1; tail -n 80 "tests/output/molecule-$scenario.log"; }
-    grep -aE '[0-9]+ passed' "tests/output/molecule-$scenario.log" | tail -n 1
+    molecule_one "$scenario"; status=$?
+    [ $status -eq 0 ] || rc=1
+    molecule_report "$scenario" $status
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"; status=$?
+    [ $status -eq 0 ] || rc=1
+    molecule_report "${names[$i]}" $status
   done
   return $rc
 }

@@ -24,6 +24,8 @@ description:
     requested ref changes and nothing half-made is listed. A rerun sends again only what containerd lacks.
   - Reports a change when an image was loaded, that is when a ref was added or moved to another digest, or when
     the content or the unpacked snapshot of an image already tagged had to be completed.
+  - With O(labels), every requested ref carries those image labels afterwards (C(ctr images label)); a ref whose
+    labels already have those values is left alone, so setting labels reports a change only when one changed.
   - Serves a standalone containerd and the one embedded in k3s (O(address)=V(/run/k3s/containerd/containerd.sock),
     O(ctr)=V([k3s, ctr])).
   - Importing another platform of an image index already loaded makes containerd drop the content of the
@@ -72,6 +74,14 @@ options:
     description:
       - Snapshotter to unpack into (the one containerd's CRI plugin uses). Default, ctr's (C(overlayfs)).
     type: str
+  labels:
+    description:
+      - Image labels every requested ref must carry (its other labels are kept). For Kubernetes,
+        the label C(io.cri-containerd.pinned) with value C(pinned) keeps the kubelet's image garbage collection from removing the images
+        (containerd 1.7 and later report such images as pinned to the kubelet; older ones keep the label only).
+      - Keys and values must not contain C(,), C(=) or spaces.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - ferry.airgap.attributes
 attributes:
@@ -84,7 +94,8 @@ attributes:
   platform:
     platforms: linux
 notes:
-  - Needs C(ctr) from containerd 1.6 or later and the right to use the socket (root).
+  - Needs C(ctr) and the right to use the socket (root). A C(ctr) older than containerd 1.6 (k3s v1.22 bundles 1.5)
+    has no C(images import --platform); through it only the host's platform can be loaded.
   - The store of a host may hold blobs for its platform only; the refs to load must have theirs.
 """
 
@@ -99,6 +110,8 @@ EXAMPLES = r"""
     store: /var/lib/ferry/bundle/images
     address: /run/k3s/containerd/containerd.sock
     ctr: [k3s, ctr]
+    labels:
+      io.cri-containerd.pinned: pinned
 """
 
 RETURN = r"""
@@ -124,6 +137,12 @@ images:
   returned: always
   type: dict
   sample: {registry.ferry.local/shop/web:1.4: "sha256:74aef9662728854af86790fdcef40d55901be0d8464f8bbd1df18e4a2aa47fa6"}
+labelled:
+  description: Refs whose O(labels) were set by this run (would be in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [docker.io/rancher/mirrored-pause:3.1]
 bytes_moved:
   description: Bytes of blobs streamed into containerd (that would be in check mode); 0 when all was present.
   returned: always
@@ -156,6 +175,7 @@ ARGUMENT_SPEC = dict(
     ctr=dict(type='list', elements='str'),
     unpack=dict(type='bool', default=True),
     snapshotter=dict(type='str'),
+    labels=dict(type='dict', default={}),
 )
 
 
@@ -164,6 +184,13 @@ def host_platform():
     if machine not in ARCHES:
         raise OciError("cannot tell the platform of this host (machine '%s'): set platform" % machine)
     return arch_platform_key(machine)
+
+
+def _host_platform_or_none():
+    try:
+        return format_platform(normalize_platform(host_platform()))
+    except OciError:
+        return None
 
 
 def resolve_ctr(module, ctr):
@@ -192,8 +219,20 @@ def _describer(plans):
     return lambda digest: 'blob %s (%s of %s)' % (digest, owners[digest][0], ', '.join(owners[digest][1]))
 
 
-def _lines(images):
-    return ''.join('%s@%s\n' % (ref, digest) for ref, digest in sorted(images.items()) if not ref.startswith(STAGING_PREFIX))
+def _lines(images, labels=None):
+    """One ``ref@digest`` line per image (with the O(labels) keys it carries, when labels are managed)."""
+    lines = []
+    for ref, digest in sorted(images.items()):
+        if ref.startswith(STAGING_PREFIX):
+            continue
+        held = (labels or {}).get(ref) or {}
+        lines.append('%s@%s%s\n' % (ref, digest, ''.join(' %s=%s' % item for item in sorted(held.items()))))
+    return ''.join(lines)
+
+
+def _wanted(all_labels, keys):
+    """{ref: {key: value}} restricted to ``keys`` (the labels this module manages)."""
+    return dict((ref, dict((k, v) for k, v in held.items() if k in keys)) for ref, held in all_labels.items())
 
 
 class _Counter(object):
@@ -206,12 +245,37 @@ class _Counter(object):
         self.blobs += 1
 
 
+def _bad_labels(labels):
+    bad = [k for k, v in labels.items() if not k or any(c in '%s%s' % (k, v) for c in ',= \t\n')]
+    if bad:
+        raise ValueError('labels: keys and values must be non-empty keys without ",", "=" or spaces: %s'
+                         % ', '.join(sorted(bad)))
+
+
+def apply_labels(module, ctr, refs, labels):
+    """Set ``labels`` on the refs lacking them; returns (labelled refs, labels before, labels after), both
+    restricted to the keys of ``labels`` (read again: an import may have come between)."""
+    before = _wanted(ctr.image_labels(), labels)
+    labelled = [ref for ref in refs if any(before.get(ref, {}).get(k) != v for k, v in labels.items())]
+    if module.check_mode or not labelled:
+        after = dict(before)
+        after.update((ref, dict(before.get(ref, {}), **labels)) for ref in labelled)
+        return labelled, before, after
+    for ref in labelled:
+        ctr.label(ref, labels)
+    return labelled, before, _wanted(ctr.image_labels(), labels)
+
+
 def run(module, ctr, store, refs, platform, counter):
-    """Load ``refs``; returns (result, images before, images after)."""
+    """Load ``refs``; returns (result, images before, images after, labels before, labels after)."""
     p = module.params
+    labels = dict((str(k), str(v)) for k, v in (p['labels'] or {}).items())
+    _bad_labels(labels)
     plans = [platform_plan(store, ref, platform) for ref in refs]
     ctr.check_socket()
-    before = ctr.images()
+    listing = ctr.listing()
+    before = dict((ref, entry[0]) for ref, entry in listing.items())
+    labels_before = _wanted(dict((ref, entry[1]) for ref, entry in listing.items()), labels)
     content = ctr.content()
     snapshots = ctr.snapshots() if p['unpack'] else None
     todo = [plan for plan in plans if not ctr.is_loaded(plan, before, content, snapshots)]
@@ -232,15 +296,26 @@ def run(module, ctr, store, refs, platform, counter):
         ctr.load(store, todo, blobs, platform, p['unpack'], counter, _describer(todo))
         after = ctr.images()
     result['images'] = dict((ref, after.get(ref)) for ref in refs)
-    result['changed'] = bool(todo) or before != after
-    return result, before, after
+    labels_after, result['labelled'] = labels_before, []
+    if labels:
+        if module.check_mode:
+            # predicted: a ref loaded now carries no label yet
+            current = dict((ref, {} if ref in result['loaded'] else held) for ref, held in labels_before.items())
+            result['labelled'] = [ref for ref in refs if any(current.get(ref, {}).get(k) != v for k, v in labels.items())]
+            labels_after = dict(labels_before)
+            labels_after.update((ref, dict(labels)) for ref in result['labelled'])
+        else:
+            result['labelled'], dummy, labels_after = apply_labels(module, ctr, refs, labels)
+    result['changed'] = bool(todo) or before != after or labels_before != labels_after
+    return result, before, after, labels_before, labels_after
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     counter = _Counter()
-    result = dict(changed=False, platform=p['platform'], loaded=[], present=[], images={}, bytes_moved=0, blobs_moved=0)
+    result = dict(changed=False, platform=p['platform'], loaded=[], present=[], images={}, labelled=[], bytes_moved=0,
+                  blobs_moved=0)
     try:
         platform = format_platform(normalize_platform(p['platform'] or host_platform()))
         result['platform'] = platform
@@ -251,8 +326,8 @@ def main():
             raise OciError("store '%s' has no image %s (it has: %s)" % (
                 p['store'], ', '.join(missing), ', '.join(sorted(store.refs())) or 'no image'))
         ctr = Ctr(resolve_ctr(module, p['ctr']), p['address'], p['namespace'],
-                  _cli.Runner(module), snapshotter=p['snapshotter'])
-        outcome, before, after = run(module, ctr, store, refs, platform, counter)
+                  _cli.Runner(module), snapshotter=p['snapshotter'], host_platform=_host_platform_or_none())
+        outcome, before, after, labels_before, labels_after = run(module, ctr, store, refs, platform, counter)
         result.update(outcome)
     except ContainerdError as exc:
         result.update(bytes_moved=counter.bytes, blobs_moved=counter.blobs)
@@ -262,7 +337,7 @@ def main():
         module.fail_json(msg=str(exc), **result)
     result.update(bytes_moved=counter.bytes, blobs_moved=counter.blobs)
     if module._diff:
-        result['diff'] = dict(before=_lines(before), after=_lines(after),
+        result['diff'] = dict(before=_lines(before, labels_before), after=_lines(after, labels_after),
                               before_header='%s images' % p['namespace'], after_header='%s images' % p['namespace'])
     module.exit_json(**result)
 

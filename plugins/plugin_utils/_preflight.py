@@ -121,10 +121,12 @@ def check_runtime(facts, policy, roles):
     """Can the runtime this host will run read every compression of the bundle's layers for its platform?
 
     ``policy['layer_compressions']``: {platform: [compression]} (the verified bundle's
-    ``layer_compressions``); ``policy['runtime']``: ``{name, versions: {arch: version}}``, the runtime
-    that reads the images on this host and its version per arch (the bundle's artifact versions).
+    ``layer_compressions``); ``policy['runtime']``: per site group, ``{name, versions: {arch: version}}``,
+    the runtime that reads the images on its hosts (standalone: containerd; k3s groups: k3s's embedded
+    containerd) and its version per arch (the bundle's artifact versions).
     """
-    if not set(roles) & set(SITE_GROUPS):
+    groups = [role for role in roles if role in SITE_GROUPS]
+    if not groups:
         return _result(OK, 'loads no images')
     arch = facts['arch']
     try:
@@ -133,25 +135,28 @@ def check_runtime(facts, policy, roles):
         return _result(SKIP, 'no platform for %s (see arch)' % arch)
     kinds = (policy.get('layer_compressions') or {}).get(platform) or []
     needs = [(kind, COMPRESSION_MIN_RUNTIME.get(kind)) for kind in kinds if kind in COMPRESSION_MIN_RUNTIME]
-    runtime = policy.get('runtime') or {}
-    name = runtime.get('name') or 'containerd'
-    version = (runtime.get('versions') or {}).get(arch)
     if not needs:
         return _result(OK, 'layers: %s' % (', '.join(kinds) or 'no images'))
-    problems = []
-    for kind, minimum in needs:
-        if name not in minimum:
-            problems.append('%s image layers: Ferry does not know whether %s reads them' % (kind, name))
-        elif not version:
-            problems.append('%s image layers need %s >= %s, and the bundle does not say which %s it carries for '
-                            '%s (give that artifact a version in the spec)' % (kind, name, minimum[name], name, arch))
-        elif version_tuple(version) < version_tuple(minimum[name]):
-            problems.append('%s image layers need %s >= %s; this host would run %s %s (the bundle\'s, %s): build '
-                            'the bundle with images_compression: gzip, or carry a newer %s' % (
-                                kind, name, minimum[name], name, version, arch, name))
+    problems, readers = [], []
+    runtimes = policy.get('runtime') or {}
+    for runtime in [runtimes.get(group) or {} for group in groups]:
+        name = runtime.get('name') or 'containerd'
+        version = (runtime.get('versions') or {}).get(arch)
+        for kind, minimum in needs:
+            if name not in minimum:
+                problems.append('%s image layers: Ferry does not know whether %s reads them' % (kind, name))
+            elif not version:
+                problems.append('%s image layers need %s >= %s, and the bundle does not say which %s it carries '
+                                'for %s (give that artifact a version in the spec)' % (
+                                    kind, name, minimum[name], name, arch))
+            elif version_tuple(version) < version_tuple(minimum[name]):
+                problems.append('%s image layers need %s >= %s; this host would run %s %s (the bundle\'s, %s): '
+                                'build the bundle with images_compression: gzip, or carry a newer %s' % (
+                                    kind, name, minimum[name], name, version, arch, name))
+        readers.append('%s %s' % (name, version))
     if problems:
-        return _result(FAIL, '; '.join(problems))
-    return _result(OK, '%s %s reads %s' % (name, version, ', '.join(kinds)))
+        return _result(FAIL, '; '.join(sorted(set(problems), key=problems.index)))
+    return _result(OK, '%s reads %s' % (' and '.join(sorted(set(readers))), ', '.join(kinds)))
 
 
 def check_disk(facts, policy, roles):
@@ -222,21 +227,28 @@ def check_hostnames(hosts, roles_of):
 
 
 def check_clocks(hosts):
-    offsets = dict((name, host['facts']['clock']['offset_s']) for name, host in hosts.items()
-                   if host.get('facts') and host['facts'].get('clock'))
-    if not offsets:
+    """Each host's clock against the median of all (the controller votes too).
+
+    An offset is measured within +-``uncertainty_s`` (half the round trip of the module that read the
+    clock: a slow host, e.g. under emulation or load, reads it late). A host fails only when its skew is
+    beyond ``clock_skew_max_s`` even at the favourable end of that interval.
+    """
+    clocks = dict((name, host['facts']['clock']) for name, host in hosts.items()
+                  if host.get('facts') and host['facts'].get('clock'))
+    if not clocks:
         return {}
-    # The controller votes too (offset 0): with two hosts it decides which one is off.
-    ordered = sorted(list(offsets.values()) + [0.0])
+    ordered = sorted([c['offset_s'] for c in clocks.values()] + [0.0])
     median = ordered[len(ordered) // 2]
     results = {}
-    for name, offset in offsets.items():
+    for name, clock in clocks.items():
         limit = hosts[name]['policy'].get('clock_skew_max_s', 5)
-        skew = offset - median
-        if abs(skew) > limit:
-            results[name] = _result(FAIL, 'clock %+.1f s from the others (max %s s)' % (skew, limit))
+        skew = clock['offset_s'] - median
+        uncertainty = abs(clock.get('uncertainty_s') or 0.0)
+        if abs(skew) - uncertainty > limit:
+            results[name] = _result(FAIL, 'clock %+.1f s from the others (max %s s%s)' % (
+                skew, limit, ', measured within +-%.1f s' % uncertainty if uncertainty >= 0.05 else ''))
         else:
-            results[name] = _result(OK, '%+.1f s' % skew)
+            results[name] = _result(OK, '%+.1f s' % skew + (' +-%.1f s' % uncertainty if uncertainty >= 0.05 else ''))
     return results
 
 

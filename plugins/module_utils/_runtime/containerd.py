@@ -17,6 +17,8 @@ What ctr 1.6 does and does not do, and what this file does about it:
   a second, blob-less import only once every image is in and unpacked.
 * Importing one platform of an image index replaces the garbage collection references of the
   index: content of a platform imported earlier is collected. One platform per namespace.
+* ctr before 1.6 (k3s v1.22 bundles containerd 1.5) has no ``images import --platform``: it imports
+  the host's platform only, so only that platform can be loaded through it.
 """
 
 import hashlib
@@ -79,12 +81,14 @@ class Ctr(object):
     ``runner.run(argv)`` for short commands, ``runner.stream(argv, chunks)`` for imports.
     """
 
-    def __init__(self, ctr, address, namespace, runner=None, snapshotter=None):
+    def __init__(self, ctr, address, namespace, runner=None, snapshotter=None, host_platform=None):
         self.address = address
         self.namespace = namespace
         self.snapshotter = snapshotter
+        self.host_platform = host_platform
         self.base = list(ctr) + ['-a', address, '-n', namespace]
         self.runner = runner if runner is not None else Runner()
+        self._platform_flag = None
 
     # -- errors
     def check_socket(self):
@@ -136,19 +140,37 @@ class Ctr(object):
         return out
 
     # -- reading
-    def images(self):
-        """{ref: target digest} of every image of the namespace."""
+    def listing(self):
+        """{ref: (target digest, {label: value})} of every image of the namespace.
+
+        ``ctr images ls`` prints REF TYPE DIGEST SIZE PLATFORMS LABELS; SIZE holds a space (``1.2 MiB``),
+        so the labels are the last field (``-`` for none, else ``key=value`` joined by commas).
+        """
         out = self._run(['images', 'ls'], 'listing images')
         lines = out.splitlines()
         if not lines or lines[0].split()[:3] != ['REF', 'TYPE', 'DIGEST']:
             raise ContainerdError('unexpected output of ctr images ls (expected a REF TYPE DIGEST header): %s'
                                   % (lines[0] if lines else 'nothing'))
+        with_labels = lines[0].split()[-1:] == ['LABELS']
         found = {}
         for line in lines[1:]:
             fields = line.split()
             if len(fields) >= 3:
-                found[fields[0]] = fields[2]
+                labels = {}
+                if with_labels and len(fields) >= 6 and fields[-1] != '-':
+                    for item in fields[-1].split(','):
+                        key, dummy, value = item.partition('=')
+                        labels[key] = value
+                found[fields[0]] = (fields[2], labels)
         return found
+
+    def images(self):
+        """{ref: target digest} of every image of the namespace."""
+        return dict((ref, entry[0]) for ref, entry in self.listing().items())
+
+    def image_labels(self):
+        """{ref: {label: value}} of every image of the namespace."""
+        return dict((ref, entry[1]) for ref, entry in self.listing().items())
 
     def content(self):
         """{digest: {label: value}} of every blob of the namespace."""
@@ -196,12 +218,38 @@ class Ctr(object):
         return True
 
     # -- writing
+    def label(self, ref, labels):
+        """Set ``labels`` ({key: value}) on image ``ref``, keeping its other labels."""
+        if labels:
+            self._run(['images', 'label', ref] + ['%s=%s' % item for item in sorted(labels.items())],
+                      'labelling %s' % ref)
+
     def remove(self, refs):
         if refs:
             self._run(['images', 'rm'] + sorted(refs), 'removing images')
 
+    def has_platform_flag(self):
+        """Whether ``ctr images import`` takes ``--platform`` (containerd 1.6+; k3s v1.22 bundles ctr 1.5).
+
+        Without it ctr imports and unpacks the host's platform only. Probed once from the command's help;
+        a help text that does not look like ctr's counts as having the flag."""
+        if self._platform_flag is None:
+            rc, out, err = self.runner.run(self.base + ['images', 'import', '--help'])
+            text = '%s\n%s' % (out or '', err or '')
+            self._platform_flag = '--platform' in text or '--no-unpack' not in text
+        return self._platform_flag
+
+    def _platform_args(self, platform):
+        if self.has_platform_flag():
+            return ['--platform', platform]
+        if platform != self.host_platform:
+            raise ContainerdError('this ctr (%s) cannot import platform %s: its images import has no --platform '
+                                  '(containerd older than 1.6) and takes the host\'s platform (%s) only'
+                                  % (' '.join(self.base[:-4]), platform, self.host_platform or 'unknown'))
+        return []
+
     def _import(self, chunks, platform, unpack, what):
-        argv = self.base + ['images', 'import', '--platform', platform] + self._snapshotter_args()
+        argv = self.base + ['images', 'import'] + self._platform_args(platform) + self._snapshotter_args()
         if not unpack:
             argv.append('--no-unpack')
         argv.append('-')

@@ -30,10 +30,10 @@ def test_token_stays_out_of_the_url_and_the_server_binds_to_the_site_address(tmp
     inventory = tmp_path / 'hosts.yml'
     inventory.write_text(yaml.safe_dump({'all': {
         'vars': {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable},
-        'children': {'deploy': {'hosts': {'localhost': {}}}, 'k3s_agent': {'hosts': {'localhost': {}}}}}}))
+        'children': {'deploy': {'hosts': {'localhost': {}}}, 'standalone': {'hosts': {'localhost': {}}}}}}))
     play = tmp_path / 'play.yml'
     play.write_text(yaml.safe_dump([{
-        'name': 'Distribute', 'hosts': 'k3s_agent', 'gather_facts': False,
+        'name': 'Distribute', 'hosts': 'standalone', 'gather_facts': False,
         'roles': [{'role': 'ferry.airgap.distribute', 'vars': {
             'distribute_bundle_dir': str(tmp_path / 'bundle'), 'distribute_dest': str(tmp_path / 'mirror'),
             'distribute_arch': 'x86_64', 'distribute_server_address': '127.0.0.1', 'distribute_port': port,

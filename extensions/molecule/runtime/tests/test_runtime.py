@@ -1,7 +1,7 @@
 """Verifier for the runtime scenario: what install.yml left on the hosts, then the failing cases.
 
-Hosts: rt-amd64-a (deploy + k3s_server), rt-amd64-b (k3s_agent), rt-amd64-c (standalone),
-rt-arm64 (k3s_agent, qemu). The bundle is the test bundle built from Debian's containerd, runc
+Hosts: rt-amd64-a (deploy + standalone), rt-amd64-b, rt-amd64-c (standalone),
+rt-arm64 (standalone, qemu). The bundle is the test bundle built from Debian's containerd, runc
 and CNI plugins and busybox images (tests/support/testbundle.py).
 """
 import json

@@ -203,6 +203,64 @@ def test_unparseable_images_output():
         ctr.images()
 
 
+class _OldCtrRunner(object):
+    """ctr 1.5 (k3s v1.22): images import has no --platform; records the import argv."""
+    HELP = 'USAGE:\n   ctr images import [command options] [flags] <in>\nOPTIONS:\n   --all-platforms\n   --no-unpack\n'
+
+    def __init__(self):
+        self.argvs = []
+
+    def run(self, argv):
+        if argv[-3:] == ['images', 'import', '--help']:
+            return 0, self.HELP, ''
+        return 0, 'REF TYPE DIGEST SIZE PLATFORMS LABELS\n', ''
+
+    def stream(self, argv, chunks):
+        for dummy in chunks:
+            pass
+        self.argvs.append(argv)
+        return 0, '', ''
+
+
+def test_ctr_without_import_platform_flag_loads_the_host_platform_only(store):
+    plan = platform_plan(store, API, 'linux/amd64')
+    runner = _OldCtrRunner()
+    ctr = C.Ctr(['k3s', 'ctr'], C.K3S_ADDRESS, 'k8s.io', runner, host_platform='linux/amd64')
+    ctr.load(store, [plan], plan['blobs'], 'linux/amd64')
+    assert len(runner.argvs) == 2 and all('--platform' not in argv for argv in runner.argvs)
+    assert runner.argvs[0][-3:] == ['images', 'import', '-']
+    arm = platform_plan(store, WEB, 'linux/arm64')
+    with pytest.raises(C.ContainerdError, match='cannot import platform linux/arm64: .* no --platform'):
+        C.Ctr(['k3s', 'ctr'], C.K3S_ADDRESS, 'k8s.io', _OldCtrRunner(), host_platform='linux/amd64').load(
+            store, [arm], arm['blobs'], 'linux/arm64')
+
+
+def test_real_ctr_has_the_import_platform_flag(containerd, namespace):
+    assert ctr_for(containerd, namespace).has_platform_flag() is True
+
+
+def test_listing_reads_labels_after_a_size_with_a_space():
+    out = ('REF TYPE DIGEST SIZE PLATFORMS LABELS\n'
+           'a:1 application/vnd.oci.image.index.v1+json sha256:%s 1.2 MiB linux/amd64,linux/arm64 '
+           'io.cri-containerd.image=managed,io.cri-containerd.pinned=pinned\n'
+           'b:2 application/vnd.oci.image.manifest.v1+json sha256:%s 700.0 KiB linux/amd64 -\n') % ('a' * 64, 'b' * 64)
+    ctr = C.Ctr(['ctr'], '/x', 'ns', _FixedRunner(0, out, ''))
+    assert ctr.images() == {'a:1': 'sha256:' + 'a' * 64, 'b:2': 'sha256:' + 'b' * 64}
+    assert ctr.image_labels() == {'a:1': {'io.cri-containerd.image': 'managed', 'io.cri-containerd.pinned': 'pinned'},
+                                  'b:2': {}}
+
+
+def test_label_keeps_other_labels(containerd, namespace, store):
+    ctr = ctr_for(containerd, namespace)
+    plan = platform_plan(store, API, 'linux/amd64')
+    ctr.load(store, [plan], plan['blobs'], 'linux/amd64')
+    assert ctr.image_labels() == {API: {}}
+    ctr.label(API, {'keep': 'me'})
+    ctr.label(API, {'io.cri-containerd.pinned': 'pinned'})
+    assert ctr.image_labels() == {API: {'keep': 'me', 'io.cri-containerd.pinned': 'pinned'}}
+    assert ctr.images() == {API: store.entry(API)['digest']}
+
+
 def test_staging_name_is_a_valid_reference_and_stable():
     name = C.staging_name(WEB, 'sha256:' + 'ab' * 32)
     assert name == C.staging_name(WEB, 'sha256:' + 'ab' * 32)

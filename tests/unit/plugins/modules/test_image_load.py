@@ -383,3 +383,67 @@ def test_snapshotter_option(capsys, containerd, namespace, store):
     code, overlay = run_module(capsys, args_for(containerd, namespace, store, images=[DB]))
     assert (overlay['loaded'], overlay['bytes_moved']) == ([DB], 0)  # unpacked again, into overlayfs, nothing sent
     assert top in containerd.snapshots(namespace)
+
+
+PINNED = {'io.cri-containerd.pinned': 'pinned'}
+
+
+def test_labels_set_once_and_changed_only_when_they_change(capsys, containerd, namespace, store):
+    code, result = run_module(capsys, args_for(containerd, namespace, store, images=[API, DB], labels=PINNED))
+    assert code == 0, result
+    assert result['changed'] is True and sorted(result['labelled']) == sorted([API, DB])
+    labels = listed_labels(containerd, namespace)
+    assert labels[API] == PINNED and labels[DB] == PINNED
+
+    code, again = run_module(capsys, args_for(containerd, namespace, store, images=[API, DB], labels=PINNED), diff=True)
+    assert code == 0, again
+    assert (again['changed'], again['labelled'], again['loaded']) == (False, [], [])
+    assert again['diff']['before'] == again['diff']['after']
+    assert 'io.cri-containerd.pinned=pinned' in again['diff']['after']
+
+    # a label removed by hand is put back: a change, nothing loaded
+    containerd.ctr(namespace, 'images', 'label', DB, 'io.cri-containerd.pinned=')
+    code, fixed = run_module(capsys, args_for(containerd, namespace, store, images=[API, DB], labels=PINNED))
+    assert code == 0, fixed
+    assert (fixed['changed'], fixed['labelled'], fixed['loaded'], fixed['bytes_moved']) == (True, [DB], [], 0)
+    assert listed_labels(containerd, namespace)[DB] == PINNED
+
+    # another value is a change; other labels stay
+    containerd.ctr(namespace, 'images', 'label', API, 'other=kept')
+    code, moved = run_module(capsys, args_for(containerd, namespace, store, images=[API], labels={'io.cri-containerd.pinned': 'x'}))
+    assert code == 0, moved
+    assert (moved['changed'], moved['labelled']) == (True, [API])
+    assert listed_labels(containerd, namespace)[API] == {'io.cri-containerd.pinned': 'x', 'other': 'kept'}
+
+
+def test_labels_on_present_images_in_check_mode(capsys, containerd, namespace, store):
+    code, result = run_module(capsys, args_for(containerd, namespace, store, images=[DB]))
+    assert code == 0 and result['labelled'] == []
+    code, check = run_module(capsys, args_for(containerd, namespace, store, images=[DB], labels=PINNED), check_mode=True)
+    assert code == 0, check
+    assert (check['changed'], check['labelled'], check['loaded']) == (True, [DB], [])
+    assert listed_labels(containerd, namespace)[DB] == {}  # check mode changed nothing
+    code, check = run_module(capsys, args_for(containerd, namespace, store, images=[API], labels=PINNED), check_mode=True)
+    assert (check['changed'], check['labelled'], check['loaded']) == (True, [API], [API])
+
+
+def test_bad_labels_fail(capsys, containerd, namespace, store):
+    code, result = run_module(capsys, args_for(containerd, namespace, store, images=[DB], labels={'a,b': 'c'}))
+    assert code == 1 and 'labels:' in result['msg'] and 'a,b' in result['msg']
+
+
+def listed_labels(daemon, namespace):
+    """{ref: {label: value}} as ctr lists them (labels with an empty value count as removed)."""
+    rc, out, err = daemon.ctr(namespace, 'images', 'ls')
+    assert rc == 0, err
+    found = {}
+    for line in out.splitlines()[1:]:
+        fields = line.split()
+        labels = {}
+        if fields and fields[-1] != '-':
+            for item in fields[-1].split(','):
+                key, dummy, value = item.partition('=')
+                if value:
+                    labels[key] = value
+        found[fields[0]] = labels
+    return found

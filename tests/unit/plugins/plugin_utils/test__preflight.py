@@ -433,6 +433,18 @@ def test_clock_skew_two_hosts_blames_the_skewed_one():
     assert status(report, 'app1', 'clock') == 'FAIL'
 
 
+def test_clock_offset_within_its_measurement_uncertainty_passes():
+    # a slow host (qemu, load) read its clock late: +9.4 s, but measured within +-6 s -> at worst 3.4 s off
+    hosts, groups = cluster(app1=make_host(make_facts('app1', clock={'offset_s': 9.45, 'uncertainty_s': 6.0})))
+    report = evaluate(hosts, groups)
+    assert status(report, 'app1', 'clock') == 'ok'
+    assert detail(report, 'app1', 'clock') == '+9.4 s +-6.0 s'
+    # beyond the limit even at the favourable end of the interval: still a failure, which says so
+    hosts, groups = cluster(app1=make_host(make_facts('app1', clock={'offset_s': 30.05, 'uncertainty_s': 6.0})))
+    report = evaluate(hosts, groups)
+    assert report['failures'] == ['app1: clock: clock +30.0 s from the others (max 5 s, measured within +-6.0 s)']
+
+
 def test_clock_missing_is_skipped():
     facts = make_facts('app1')
     del facts['clock']
@@ -603,8 +615,9 @@ ZSTD_BUNDLE = {'linux/amd64': ['gzip', 'zstd'], 'linux/arm64': ['gzip', 'zstd']}
 
 
 def runtime_policy(versions, name='containerd', layers=None):
+    """The same runtime for every site group."""
     return {'layer_compressions': ZSTD_BUNDLE if layers is None else layers,
-            'runtime': {'name': name, 'versions': versions}}
+            'runtime': dict((group, {'name': name, 'versions': versions}) for group in _preflight.SITE_GROUPS)}
 
 
 def test_runtime_ok_when_the_bundled_containerd_reads_zstd():
@@ -687,3 +700,20 @@ def test_runtime_can_be_waived_and_is_reported():
     assert status(report, 'srv1', 'runtime') == 'waived'
     assert report['failed'] is False
     assert any('srv1: runtime: zstd image layers need containerd >= 1.5' in line for line in report['waived'])
+
+
+def test_runtime_per_group_k3s_embedded_and_standalone_containerd():
+    # install.yml's policy: standalone hosts run the bundle's containerd, k3s hosts k3s's embedded one
+    policy = {'layer_compressions': ZSTD_BUNDLE, 'runtime': {
+        'standalone': {'name': 'containerd', 'versions': {'aarch64': '1.7.18'}},
+        'k3s_server': {'name': 'k3s', 'versions': {'aarch64': 'v1.21.8+k3s1'}},
+        'k3s_agent': {'name': 'k3s', 'versions': {'aarch64': 'v1.21.8+k3s1'}}}}
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy), agt1=make_host(make_facts('agt1'), policy),
+                            app1=make_host(make_facts('app1'), policy))
+    report = evaluate(hosts, groups)
+    assert status(report, 'app1', 'runtime') == 'ok'
+    assert detail(report, 'app1', 'runtime') == 'containerd 1.7.18 reads gzip, zstd'
+    for name in ('srv1', 'agt1'):
+        assert detail(report, name, 'runtime') == (
+            "zstd image layers need k3s >= 1.22; this host would run k3s v1.21.8+k3s1 (the bundle's, aarch64): "
+            "build the bundle with images_compression: gzip, or carry a newer k3s")

@@ -1,0 +1,258 @@
+"""Verifier for the k3s scenario: real k3s v1.22.5+k3s1 from the bundle (tests/support/testbundle.py --k3s).
+
+Converge ran verify, distribute and playbooks/k3s.yml with k3s-s1 (deploy + k3s_server) alone: a single-node
+cluster, checked first. Then the tests add k3s-s2, k3s-s3 (servers, joined one at a time) and k3s-a1
+(agent) to the inventory, rerun converge, and check the HA cluster. The tests run in file order.
+"""
+import calendar
+import json
+import os
+import sys
+import time
+
+import pytest
+
+PROJECT = os.environ['MOLECULE_PROJECT_DIRECTORY']
+sys.path.insert(0, os.path.join(PROJECT, 'tests', 'support'))
+from ferry_run import molecule_hosts, run_playbook, write_inventory  # noqa: E402
+
+SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONVERGE = os.path.join(SCENARIO, 'converge.yml')
+SERVER = 'k3s-s1'
+SERVERS = ('k3s-s1', 'k3s-s2', 'k3s-s3')
+AGENT = 'k3s-a1'
+TOKEN_FILE = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'k3s-token')
+KUBECONFIG = '/etc/ferry/k3s/admin.kubeconfig'
+CTR = 'k3s ctr -a /run/k3s/containerd/containerd.sock -n k8s.io '
+IMAGES = ['docker.io/rancher/mirrored-pause:3.1', 'docker.io/library/busybox:local-debian']
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: httpd
+          image: docker.io/library/busybox:local-debian
+          imagePullPolicy: Never
+          command: [sh, -c, "mkdir -p /www && echo ferry k3s web > /www/index.html && exec busybox httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+@pytest.fixture(scope='module')
+def hosts():
+    return molecule_hosts()
+
+
+@pytest.fixture(scope='module')
+def host(hosts):
+    return hosts[SERVER]
+
+
+def service(name):
+    return 'k3s-agent' if name == AGENT else 'k3s'
+
+
+def main_pids(hosts, names):
+    return dict((name, hosts[name].check_output('systemctl show -p MainPID --value %s' % service(name)))
+                for name in names)
+
+
+@pytest.fixture(scope='module')
+def grown(tmp_path_factory):
+    """An inventory that adds k3s-s2, k3s-s3 to k3s_server and k3s-a1 to k3s_agent (used with Molecule's)."""
+    return write_inventory(tmp_path_factory.mktemp('grown'), {'k3s_server': list(SERVERS[1:]), 'k3s_agent': [AGENT]})
+
+
+def converge(extra_inventory=None, timeout=900):
+    args = ('-i', extra_inventory) if extra_inventory else ()
+    return run_playbook(CONVERGE, os.environ['MOLECULE_INVENTORY_FILE'], timeout=timeout, args=args)
+
+
+def kubectl(host, *args):
+    return host.check_output('k3s kubectl --kubeconfig %s %s' % (KUBECONFIG, ' '.join(args)))
+
+
+def test_k3s_is_the_bundles_binary_and_runs(host):
+    assert host.file('/usr/local/bin/k3s').mode == 0o755
+    assert 'v1.22.5+k3s1' in host.check_output('k3s --version')
+    sha = host.check_output('sha256sum /usr/local/bin/k3s').split()[0]
+    manifest = json.loads(host.file('/opt/ferry/bundles/ferry-k3s/manifest.json').content_string)
+    assert [a['sha256'] for a in manifest['artifacts'] if a['name'] == 'k3s'] == [sha]
+    service = host.service('k3s')
+    assert service.is_running and service.is_enabled
+    assert not host.file('/usr/local/bin/containerd').exists  # no standalone containerd on a k3s host
+
+
+def test_node_ready_through_the_fetched_kubeconfig(host):
+    kubeconfig = host.file(KUBECONFIG)
+    assert kubeconfig.mode == 0o600 and kubeconfig.user == 'root'
+    assert host.file(os.path.dirname(KUBECONFIG)).mode == 0o700
+    assert '127.0.0.1' not in kubeconfig.content_string
+    address = host.check_output("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")
+    assert 'server: https://%s:6443' % address in kubeconfig.content_string
+    status = kubectl(host, 'get', 'node', SERVER, '-o', "jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}'")
+    assert status == 'True'
+
+
+def test_token_and_config_are_private(host):
+    for path in ('/etc/rancher/k3s/token', '/etc/rancher/k3s/config.yaml'):
+        assert host.file(path).mode == 0o600, path
+    token = host.file('/etc/rancher/k3s/token').content_string.strip()
+    assert len(token) == 48
+    config = host.file('/etc/rancher/k3s/config.yaml').content_string
+    assert token not in config and 'token-file: /etc/rancher/k3s/token' in config
+    assert 'cluster-init: true' in config
+    # the controller's copy: generated once, 0600
+    assert oct(os.stat(TOKEN_FILE).st_mode & 0o777) == '0o600'
+    with open(TOKEN_FILE) as handle:
+        assert handle.read().strip() == token
+    # the token never reached the journal
+    assert token not in host.check_output('journalctl --no-pager -o cat')
+
+
+def test_images_loaded_pinned_and_not_in_the_agent_images_dir(host):
+    out = host.check_output(CTR + 'images ls')
+    rows = dict((line.split()[0], line.split()[-1]) for line in out.splitlines()[1:] if line.strip())
+    for ref in IMAGES:
+        assert ref in rows, out
+        assert 'io.cri-containerd.pinned=pinned' in rows[ref].split(','), rows[ref]
+    assert not host.file('/var/lib/rancher/k3s/agent/images').exists or \
+        host.check_output('ls -A /var/lib/rancher/k3s/agent/images') == ''
+
+
+def test_busybox_web_answers_through_a_service(host):
+    host.check_output("cat > /tmp/web.yaml <<'EOF'\n%s\nEOF" % WEB.strip())
+    kubectl(host, 'apply', '-f', '/tmp/web.yaml')
+    kubectl(host, 'rollout', 'status', 'deployment/web', '--timeout=180s')
+    ip = kubectl(host, 'get', 'service', 'web', '-o', "jsonpath='{.spec.clusterIP}'")
+    deadline = time.time() + 60
+    while True:
+        answer = host.run('python3 -c "import urllib.request, sys; '
+                          'print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" http://%s/' % ip)
+        if answer.rc == 0 or time.time() > deadline:
+            break
+        time.sleep(2)
+    assert answer.stdout.strip() == 'ferry k3s web', answer.stderr
+
+
+def test_rerun_changes_and_restarts_nothing(host):
+    pid = host.check_output('systemctl show -p MainPID --value k3s')
+    started = host.check_output('systemctl show -p ExecMainStartTimestamp --value k3s')
+    run = converge()
+    assert run.rc == 0, run.tail()
+    stats = run.stats()[SERVER]
+    assert stats['changed'] == 0 and stats['failures'] == 0, stats
+    assert host.check_output('systemctl show -p MainPID --value k3s') == pid
+    assert host.check_output('systemctl show -p ExecMainStartTimestamp --value k3s') == started
+
+
+# --------------------------------------------------------------------------- bad input on the single node
+
+def test_a_token_file_others_can_read_is_refused_and_nothing_changes(host):
+    pid = host.check_output('systemctl show -p MainPID --value k3s')
+    os.chmod(TOKEN_FILE, 0o644)
+    try:
+        run = converge()
+    finally:
+        os.chmod(TOKEN_FILE, 0o600)
+    assert run.rc != 0
+    assert '%s (k3s_token_file, the cluster token) has mode 0644: expected 0600' % TOKEN_FILE in run.stdout, run.tail()
+    assert run.stats()[SERVER]['changed'] == 0, run.stats()
+    assert host.check_output('systemctl show -p MainPID --value k3s') == pid
+
+
+def test_a_token_that_is_not_the_clusters_is_refused_and_nothing_changes(host):
+    pid = host.check_output('systemctl show -p MainPID --value k3s')
+    run = run_playbook(CONVERGE, os.environ['MOLECULE_INVENTORY_FILE'], timeout=900,
+                       extra_vars={'k3s_token': 'another-site-secret-0123456789abcdefghij'})
+    assert run.rc != 0
+    assert 'does not hold the secret of k3s_token: this cluster was made with another token' in run.stdout, run.tail()
+    assert 'another-site-secret' not in run.stdout + run.stderr
+    assert run.stats()[SERVER]['changed'] == 0, run.stats()
+    assert host.file('/etc/rancher/k3s/token').mode == 0o600
+    assert host.check_output('systemctl show -p MainPID --value k3s') == pid
+
+
+# --------------------------------------------------------------------------- add nodes: HA, 3 servers + 1 agent
+
+def kube_time(text):
+    return calendar.timegm(time.strptime(text, '%Y-%m-%dT%H:%M:%SZ'))
+
+
+def unit_start(host, unit):
+    text = host.check_output('date -u -d "$(systemctl show -p ExecMainStartTimestamp --value %s)" +%%s' % unit)
+    return int(text)
+
+
+def test_adding_nodes_joins_them_one_at_a_time_and_restarts_nothing_else(hosts, grown):
+    before = main_pids(hosts, [SERVER])
+    run = converge(grown, timeout=1800)
+    assert run.rc == 0, run.tail()
+    # the deploy node served the new hosts' files (its server started and stopped); k3s-s1's k3s was not
+    # touched: no k3s task changed there, no restart
+    changed = [task['task']['name'] for task in run.tasks() if task['hosts'].get(SERVER, {}).get('changed')]
+    assert all(name.startswith('ferry.airgap.distribute : ') for name in changed), changed
+    assert SERVER not in run.task_results('ferry.airgap.k3s : Restart k3s')
+    assert main_pids(hosts, [SERVER]) == before
+    nodes = json.loads(hosts[SERVER].check_output('k3s kubectl --kubeconfig %s get nodes -o json' % KUBECONFIG))['items']
+    ready_at = dict((n['metadata']['name'], kube_time([c['lastTransitionTime'] for c in n['status']['conditions']
+                                                        if c['type'] == 'Ready'][0])) for n in nodes)
+    # one at a time: k3s-s3 started only after k3s-s2 was Ready
+    assert unit_start(hosts['k3s-s3'], 'k3s') >= ready_at['k3s-s2'], (ready_at, unit_start(hosts['k3s-s3'], 'k3s'))
+
+
+def test_four_nodes_ready_three_etcd_members(hosts):
+    out = hosts[SERVER].check_output('k3s kubectl --kubeconfig %s get nodes -o json' % KUBECONFIG)
+    nodes = json.loads(out)['items']
+    ready = dict((n['metadata']['name'], [c['status'] for c in n['status']['conditions'] if c['type'] == 'Ready'][0])
+                 for n in nodes)
+    assert ready == dict((name, 'True') for name in SERVERS + (AGENT,))
+    roles = dict((n['metadata']['name'], 'node-role.kubernetes.io/etcd' in n['metadata']['labels']) for n in nodes)
+    assert roles == {'k3s-s1': True, 'k3s-s2': True, 'k3s-s3': True, AGENT: False}
+
+
+def test_joiners_point_at_the_first_server_with_the_secure_token(hosts):
+    with open(TOKEN_FILE) as handle:
+        secret = handle.read().strip()
+    address = hosts[SERVER].check_output("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")
+    cluster_token = hosts[SERVER].check_output('cat /var/lib/rancher/k3s/server/token').strip()
+    assert cluster_token.startswith('K10') and cluster_token.endswith('::server:' + secret)
+    for name in SERVERS[1:] + (AGENT,):
+        host = hosts[name]
+        assert host.file('/etc/rancher/k3s/token').mode == 0o600
+        # the secure form: K10<CA hash>::server:<secret>, so the joiner checks the CA it joins
+        assert host.file('/etc/rancher/k3s/token').content_string.strip() == cluster_token
+        config = host.file('/etc/rancher/k3s/config.yaml').content_string
+        assert 'server: https://%s:6443' % address in config and 'cluster-init' not in config
+        assert host.service(service(name)).is_running and host.service(service(name)).is_enabled
+        assert secret not in host.check_output('journalctl --no-pager -o cat')
+    assert not hosts[AGENT].file('/etc/systemd/system/k3s.service').exists
+
+
+@pytest.mark.parametrize('name', SERVERS + (AGENT,))
+def test_images_pinned_on_every_node(hosts, name):
+    out = hosts[name].check_output(CTR + 'images ls')
+    rows = dict((line.split()[0], line.split()[-1]) for line in out.splitlines()[1:] if line.strip())
+    for ref in IMAGES:
+        assert 'io.cri-containerd.pinned=pinned' in rows[ref].split(','), out
+
+
+def test_ha_rerun_restarts_nothing(hosts, grown):
+    before = main_pids(hosts, SERVERS + (AGENT,))
+    run = converge(grown, timeout=1200)
+    assert run.rc == 0, run.tail()
+    for name in SERVERS + (AGENT,):
+        assert run.stats()[name]['changed'] == 0, (name, run.stats()[name])
+    assert main_pids(hosts, SERVERS + (AGENT,)) == before
