@@ -207,8 +207,10 @@ def test_adding_nodes_joins_them_one_at_a_time_and_restarts_nothing_else(hosts, 
     assert SERVER not in run.task_results('ferry.airgap.k3s : Restart k3s')
     assert main_pids(hosts, [SERVER]) == before
     nodes = json.loads(hosts[SERVER].check_output('k3s kubectl --kubeconfig %s get nodes -o json' % KUBECONFIG))['items']
-    ready_at = dict((n['metadata']['name'], kube_time([c['lastTransitionTime'] for c in n['status']['conditions']
-                                                        if c['type'] == 'Ready'][0])) for n in nodes)
+    ready_at = {}
+    for node in nodes:
+        ready = [c for c in node['status']['conditions'] if c['type'] == 'Ready'][0]
+        ready_at[node['metadata']['name']] = kube_time(ready['lastTransitionTime'])
     # one at a time: k3s-s3 started only after k3s-s2 was Ready
     assert unit_start(hosts['k3s-s3'], 'k3s') >= ready_at['k3s-s2'], (ready_at, unit_start(hosts['k3s-s3'], 'k3s'))
 
