@@ -5,9 +5,11 @@
 #   bash tests/demo.sh          # set up this machine, build the bundle, start the hosts, install
 #   bash tests/demo.sh down     # remove the demo hosts
 #
-# install.yml so far: verify the bundle, preflight, distribute files, containerd, images. Then the
-# demo starts a container from a loaded image on the amd64 host and asks it for a page. Nothing is
-# simulated; k3s and the application deployment are not in install.yml yet.
+# install.yml: verify the bundle, preflight, distribute files, containerd and images on standalone
+# hosts, k3s on k3s hosts. The demo's hosts are all standalone (its bundle carries no k3s: only amd64
+# k3s built from source exists here; the k3s Molecule scenario runs it). Then the demo starts a
+# container from a loaded image on the amd64 host and asks it for a page. Nothing is simulated; the
+# application deployment is not in install.yml yet.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
