@@ -252,18 +252,19 @@ def _bad_labels(labels):
                          % ', '.join(sorted(bad)))
 
 
-def apply_labels(module, ctr, refs, labels):
-    """Set ``labels`` on the refs lacking them; returns (labelled refs, labels before, labels after), both
-    restricted to the keys of ``labels`` (read again: an import may have come between)."""
-    before = _wanted(ctr.image_labels(), labels)
-    labelled = [ref for ref in refs if any(before.get(ref, {}).get(k) != v for k, v in labels.items())]
-    if module.check_mode or not labelled:
-        after = dict(before)
-        after.update((ref, dict(before.get(ref, {}), **labels)) for ref in labelled)
-        return labelled, before, after
+def _lacking(refs, held, labels):
+    """The refs whose labels ``held`` ({ref: {key: value}}) do not have every value of ``labels``."""
+    return [ref for ref in refs if any(held.get(ref, {}).get(k) != v for k, v in labels.items())]
+
+
+def apply_labels(ctr, refs, labels):
+    """Set ``labels`` on the refs lacking them; returns (labelled refs, labels after), restricted to the keys
+    of ``labels`` (read again first: an import may have come between)."""
+    held = _wanted(ctr.image_labels(), labels)
+    labelled = _lacking(refs, held, labels)
     for ref in labelled:
         ctr.label(ref, labels)
-    return labelled, before, _wanted(ctr.image_labels(), labels)
+    return labelled, _wanted(ctr.image_labels(), labels) if labelled else held
 
 
 def run(module, ctr, store, refs, platform, counter):
@@ -301,11 +302,11 @@ def run(module, ctr, store, refs, platform, counter):
         if module.check_mode:
             # predicted: a ref loaded now carries no label yet
             current = dict((ref, {} if ref in result['loaded'] else held) for ref, held in labels_before.items())
-            result['labelled'] = [ref for ref in refs if any(current.get(ref, {}).get(k) != v for k, v in labels.items())]
+            result['labelled'] = _lacking(refs, current, labels)
             labels_after = dict(labels_before)
             labels_after.update((ref, dict(labels)) for ref in result['labelled'])
         else:
-            result['labelled'], dummy, labels_after = apply_labels(module, ctr, refs, labels)
+            result['labelled'], labels_after = apply_labels(ctr, refs, labels)
     result['changed'] = bool(todo) or before != after or labels_before != labels_after
     return result, before, after, labels_before, labels_after
 
