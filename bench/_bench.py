@@ -348,6 +348,15 @@ class Host(object):
         start_testhost(self.name, ['%s:/var/lib/containerd' % self.volume, '%s:%s:ro' % (self.work, HOST_MOUNT)],
                        image=self.image)
 
+    def boot_with_containerd(self, cache=None):
+        """start(), containerd's binaries for the host's arch fetched while it boots, then installed and
+        running; returns their Debian versions (containerd_binaries)."""
+        self.start()
+        versions = containerd_binaries(self.work, self.goarch, cache)
+        self.wait_booted()
+        self.install_containerd()
+        return versions
+
     def sh(self, script, *args):
         return run(['docker', 'exec', self.name, 'sh', '-c', script, 'sh'] + list(args))
 

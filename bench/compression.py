@@ -46,7 +46,7 @@ import tempfile
 import time
 
 from _bench import (  # noqa: E402
-    HOST_MOUNT, MIB, Host, bench_prefix, containerd_binaries, files_layer, image_load, load_twice, log, mib, package_files, playbook,
+    HOST_MOUNT, MIB, Host, bench_prefix, files_layer, image_load, load_twice, log, mib, package_files, playbook,
     ratio, real_layers, run, timed_call, tree_bytes, verify_module, write_docker_save, write_spec, zstd_cli)
 
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore  # noqa: E402
@@ -224,10 +224,7 @@ def load_bundles(opts, work, bundles):
     host = Host(work, '%s-compression-%d' % (bench_prefix(), os.getpid()))
     try:
         log('starting test host %s' % host.name)
-        host.start()
-        versions = containerd_binaries(work, 'amd64', opts.cache)
-        host.wait_booted()
-        host.install_containerd()
+        versions = host.boot_with_containerd(opts.cache)
         inventory = host.write_inventory(os.path.join(work, 'hosts.yml'))
         rows = {}
         for compression in ('zstd', 'none'):
@@ -286,10 +283,7 @@ def arm64_part(opts, work):
     t0 = time.time()
     try:
         log('starting arm64 test host %s (qemu)' % host.name)
-        host.start()
-        versions = containerd_binaries(work, 'arm64', opts.cache)
-        host.wait_booted()
-        host.install_containerd()
+        versions = host.boot_with_containerd(opts.cache)
         booted = time.time() - t0
         host.fresh_containerd()
         inventory = host.write_inventory(os.path.join(work, 'hosts-arm64.yml'))
