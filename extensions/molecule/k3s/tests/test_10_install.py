@@ -1,8 +1,10 @@
-"""Verifier for the k3s scenario: real k3s v1.22.5+k3s1 from the bundle (tests/support/testbundle.py --k3s).
+"""Verifier for the k3s scenario: real k3s v1.21.8+k3s1 from the bundle (tests/support/testbundle.py --k3s v1.21.8+k3s1).
 
 Converge ran verify, distribute and playbooks/k3s.yml with k3s-s1 (deploy + k3s_server) alone: a single-node
 cluster, checked first. Then the tests add k3s-s2, k3s-s3 (servers, joined one at a time) and k3s-a1
-(agent) to the inventory, rerun converge, and check the HA cluster. The tests run in file order.
+(agent) to the inventory, rerun converge, and check the HA cluster. The tests run in file order, and the
+test modules in file-name order (test_10_install, then the upgrade, rollback, removal and reset modules),
+on the same hosts.
 """
 import calendar
 import json
@@ -86,7 +88,7 @@ def kubectl(host, *args):
 
 def test_k3s_is_the_bundles_binary_and_runs(host):
     assert host.file('/usr/local/bin/k3s').mode == 0o755
-    assert 'v1.22.5+k3s1' in host.check_output('k3s --version')
+    assert "v1.21.8+k3s1" in host.check_output('k3s --version')
     sha = host.check_output('sha256sum /usr/local/bin/k3s').split()[0]
     manifest = json.loads(host.file('/opt/ferry/bundles/ferry-k3s/manifest.json').content_string)
     assert [a['sha256'] for a in manifest['artifacts'] if a['name'] == 'k3s'] == [sha]
