@@ -187,6 +187,36 @@ def test_a_token_that_is_not_the_clusters_is_refused_and_nothing_changes(host):
     assert host.check_output('systemctl show -p MainPID --value k3s') == pid
 
 
+def test_registries_yaml_reaches_k3s_containerd_and_goes_away_when_unset(host):
+    mirrors = {'k3s_registry_mirrors': {'registry.ferry.test': {'endpoint': ['http://127.0.0.1:5000']}}}
+    rendered = '/var/lib/rancher/k3s/agent/etc/containerd/config.toml'
+    run = run_playbook(CONVERGE, os.environ['MOLECULE_INVENTORY_FILE'], timeout=900, extra_vars=mirrors)
+    assert run.rc == 0, run.tail()
+    registries = host.file('/etc/rancher/k3s/registries.yaml')
+    assert registries.mode == 0o600 and 'registry.ferry.test' in registries.content_string
+    assert SERVER in run.task_results('ferry.airgap.k3s : Restart k3s')
+    config = host.file(rendered).content_string
+    assert '[plugins.cri.registry.mirrors."registry.ferry.test"]' in config
+    assert 'endpoint = ["http://127.0.0.1:5000"]' in config
+    run = converge()
+    assert run.rc == 0, run.tail()
+    assert not host.file('/etc/rancher/k3s/registries.yaml').exists
+    assert 'registry.ferry.test' not in host.file(rendered).content_string
+
+
+def test_the_embedded_registry_mirror_on_a_k3s_without_it_is_refused_and_nothing_changes(host):
+    pid = host.check_output('systemctl show -p MainPID --value k3s')
+    run = run_playbook(CONVERGE, os.environ['MOLECULE_INVENTORY_FILE'], timeout=900,
+                       extra_vars={'k3s_embedded_registry': True})
+    assert run.rc != 0
+    assert ('k3s_embedded_registry needs k3s 1.26.13, 1.27.10, 1.28.6, 1.29.1 or newer; the bundle carries '
+            'k3s 1.21.8+k3s1 for x86_64. Nothing was changed') in run.stdout, run.tail()
+    assert run.stats()[SERVER]['changed'] == 0, run.stats()
+    assert not host.file('/etc/rancher/k3s/registries.yaml').exists
+    assert 'embedded-registry' not in host.file('/etc/rancher/k3s/config.yaml').content_string
+    assert host.check_output('systemctl show -p MainPID --value k3s') == pid
+
+
 # --------------------------------------------------------------------------- add nodes: HA, 3 servers + 1 agent
 
 def kube_time(text):
@@ -196,6 +226,50 @@ def kube_time(text):
 def unit_start(host, unit):
     text = host.check_output('date -u -d "$(systemctl show -p ExecMainStartTimestamp --value %s)" +%%s' % unit)
     return int(text)
+
+
+def untouched_by_k3s(hosts, names):
+    """None of ``names`` has k3s's binary, unit or configuration."""
+    for name in names:
+        for path in ('/usr/local/bin/k3s', '/etc/rancher/k3s', '/etc/systemd/system/k3s.service',
+                     '/etc/systemd/system/k3s-agent.service'):
+            assert not hosts[name].file(path).exists, (name, path)
+
+
+def test_servers_that_disagree_on_a_critical_setting_are_refused_before_any_change(hosts, tmp_path):
+    inventory = write_inventory(tmp_path, {'k3s_server': list(SERVERS[1:]), 'k3s_agent': [AGENT]},
+                                hostvars={'k3s-s2': {'k3s_config': {'cluster-cidr': '10.52.0.0/16'}}})
+    before = main_pids(hosts, [SERVER])
+    run = converge(inventory)
+    assert run.rc != 0
+    assert ('They differ: cluster-cidr: k3s-s1=(k3s default), k3s-s2=10.52.0.0/16, k3s-s3=(k3s default). '
+            'Nothing was changed') in run.stdout, run.tail()
+    for name in SERVERS + (AGENT,):
+        assert run.stats()[name]['changed'] == 0, (name, run.stats()[name])
+    # stopped before distribute: the new hosts got nothing at all
+    for name in SERVERS[1:] + (AGENT,):
+        assert not hosts[name].file('/var/lib/ferry').exists, name
+    untouched_by_k3s(hosts, SERVERS[1:] + (AGENT,))
+    assert main_pids(hosts, [SERVER]) == before
+
+
+def test_a_server_that_never_becomes_ready_stops_the_run_naming_it_and_the_rest_is_not_touched(hosts, tmp_path):
+    # k3s-s2 is pointed at a port nothing serves: it never gets the cluster's bootstrap data
+    inventory = write_inventory(tmp_path, {'k3s_server': list(SERVERS[1:]), 'k3s_agent': [AGENT]},
+                                hostvars={'k3s-s2': {'k3s_api_port': 6449, 'k3s_wait_timeout': 40}})
+    before = main_pids(hosts, [SERVER])
+    run = converge(inventory)
+    assert run.rc != 0
+    messages = [result.get('msg', '') for task in run.tasks() for name, result in task['hosts'].items()
+                if name == 'k3s-s2' and result.get('failed')]
+    assert messages and messages[-1].startswith(
+        'node k3s-s2 (k3s-s2): k3s did not start within 40 s (k3s_wait_timeout): '), (messages, run.tail())
+    assert '. k3s on k3s-s2 logged last: ' in messages[-1], messages[-1]
+    # what k3s logged: it cannot reach the first server on that port
+    assert ':6449' in messages[-1].split('logged last: ', 1)[1], messages[-1]
+    # serial servers: k3s-s3 and the agent were never started on; k3s-s1 was not restarted
+    untouched_by_k3s(hosts, ('k3s-s3', AGENT))
+    assert main_pids(hosts, [SERVER]) == before
 
 
 def test_adding_nodes_joins_them_one_at_a_time_and_restarts_nothing_else(hosts, grown):
