@@ -576,7 +576,8 @@ def airgap_refs(path):
     if not tags:
         raise SystemExit('testbundle: %s: manifest.json names no tagged image' % path)
     if len(tags) > AIRGAP_MAX_TAGS:
-        raise SystemExit('testbundle: %s: manifest.json names %d tags, more than %d' % (path, len(tags), AIRGAP_MAX_TAGS))
+        raise SystemExit('testbundle: %s: manifest.json names %d tags, more than %d' % (
+            path, len(tags), AIRGAP_MAX_TAGS))
     return sorted(set(_qualified(t) for t in tags))
 
 

@@ -80,8 +80,9 @@ def test_an_amd64_release_becomes_a_zstd_spec_with_every_tag_of_the_airgap_archi
     path, spec = write_spec(tmp_path)
     assert spec['name'] == 'ferry-k3s-release' and spec['arches'] == ['x86_64']
     assert spec['images_compression'] == 'zstd'
-    assert spec['artifacts'] == [{'name': 'k3s', 'arch': 'x86_64', 'src': os.path.relpath(str(d / 'k3s'), os.path.dirname(path)),
-                                  'sha256': sha((d / 'k3s').read_bytes()), 'version': '1.33.8+k3s1'}]
+    src = os.path.relpath(str(d / 'k3s'), os.path.dirname(path))
+    assert spec['artifacts'] == [{'name': 'k3s', 'arch': 'x86_64', 'src': src, 'sha256': sha((d / 'k3s').read_bytes()),
+                                  'version': '1.33.8+k3s1'}]
     archive = os.path.relpath(str(d / 'k3s-airgap-images-amd64.tar'), os.path.dirname(path))
     assert spec['images'] == [{'ref': ref, 'docker_archive': archive, 'arch': 'x86_64'} for ref in REFS]
     # the spec is valid, and each ref is found in the multi-image archive (familiar RepoTags match full refs)
@@ -100,7 +101,8 @@ def test_arm64_binary_and_gzip_archives_make_one_image_per_ref_for_both_arches(t
     arm = [a for a in spec['artifacts'] if a['arch'] == 'aarch64'][0]
     assert arm['dest'] == 'k3s' and arm['src'].endswith('/k3s-arm64')
     assert arm['sha256'] == sha((d / 'k3s-arm64').read_bytes())
-    assert [(i['ref'], i['arch']) for i in spec['images']] == [(r, 'x86_64') for r in REFS] + [(r, 'aarch64') for r in REFS]
+    expected = [(r, 'x86_64') for r in REFS] + [(r, 'aarch64') for r in REFS]
+    assert [(i['ref'], i['arch']) for i in spec['images']] == expected
     loaded = load_spec_file(path)
     store = ImageStore(str(tmp_path / 'store'))
     store.init()
@@ -257,7 +259,8 @@ def test_the_layout_query(tmp_path, top, monkeypatch, capsys):
     fake_release(top, 'v1.34.1+k3s1')
     with pytest.raises(SystemExit) as exc:
         testbundle.main(['--k3s-layout'])
-    assert 'holds 2 k3s releases (v1.33.8+k3s1, v1.34.1+k3s1): say which one with FERRY_K3S_RELEASE_VERSION' in str(exc.value)
+    assert ('holds 2 k3s releases (v1.33.8+k3s1, v1.34.1+k3s1): say which one with FERRY_K3S_RELEASE_VERSION'
+            in str(exc.value))
     monkeypatch.setenv('FERRY_K3S_RELEASE_VERSION', 'v1.34.1+k3s1')
     assert layout_query(capsys) == 'release v1.34.1+k3s1'
     monkeypatch.setenv('FERRY_K3S_RELEASE_VERSION', 'v1.22.5+k3s1')
@@ -267,4 +270,3 @@ def test_the_layout_query(tmp_path, top, monkeypatch, capsys):
     monkeypatch.setenv('FERRY_K3S_ARTIFACTS', str(tmp_path / 'nowhere'))
     monkeypatch.delenv('FERRY_K3S_RELEASE_VERSION')
     assert layout_query(capsys) == 'none'
-
