@@ -49,10 +49,35 @@ molecule_report() {
   [ "$2" -eq 0 ] || tail -n 80 "tests/output/molecule-$1.log"
   echo "--- $1: $(grep -aE '[0-9]+ passed' "tests/output/molecule-$1.log" | tail -n 1)"
 }
+# Scenarios in $FERRY_MOLECULE_NEEDS_RELEASE (default: k3s_release) need upstream k3s release files under
+# $FERRY_K3S_ARTIFACTS (docs/install.md); testbundle.py --k3s-layout says whether it holds them. Returns 0: run,
+# 1: skipped (the reason printed), 2: the artifacts cannot be read (printed; the stage fails).
+molecule_gate() {
+  local needs=" ${FERRY_MOLECULE_NEEDS_RELEASE-k3s_release} " layout
+  local where="FERRY_K3S_ARTIFACTS=${FERRY_K3S_ARTIFACTS:-/work/shared/artifacts/k3s}"
+  case "$needs" in *" $1 "*) ;; *) return 0 ;; esac
+  if ! layout=$("$venv/bin/python" tests/support/testbundle.py --k3s-layout 2>&1); then
+    echo "--- $1: FAIL: $layout"
+    return 2
+  fi
+  case "$layout" in
+    "release "*) echo "--- $1: upstream k3s ${layout#release } from $where"; return 0 ;;
+    test-bed) echo "--- $1: skipped: $where holds the test-bed build, not upstream release artifacts (docs/install.md)" ;;
+    *) echo "--- $1: skipped: $where holds no k3s artifacts (docs/install.md)" ;;
+  esac
+  return 1
+}
 stage_molecule() {
-  local scenario rc=0 parallel=" ${FERRY_MOLECULE_PARALLEL-k3s} " pids=() names=() i status
+  local scenario rc=0 parallel=" ${FERRY_MOLECULE_PARALLEL-k3s} " gated=" " pids=() names=() i status
   for scenario in extensions/molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
+    molecule_gate "$scenario"; status=$?
+    [ $status -eq 0 ] || gated+="$scenario "
+    [ $status -ne 2 ] || rc=1
+  done
+  for scenario in extensions/molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario")")
+    case "$gated" in *" $scenario "*) continue ;; esac
     case "$parallel" in *" $scenario "*)
       echo "--- molecule test -s $scenario (in the background)"
       molecule_one "$scenario" & pids+=($!); names+=("$scenario") ;;
@@ -60,7 +85,7 @@ stage_molecule() {
   done
   for scenario in extensions/molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
-    case "$parallel" in *" $scenario "*) continue ;; esac
+    case "$parallel$gated" in *" $scenario "*) continue ;; esac
     echo "--- molecule test -s $scenario"
     molecule_one "$scenario"; status=$?
     [ $status -eq 0 ] || rc=1

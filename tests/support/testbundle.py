@@ -50,6 +50,17 @@ k3s built from upstream source, not the release binaries):
     docker.io/library/busybox:local-debian     Debian's busybox-static (few applet links)
 Paths: tests/output/testbundle/specs/ferry-k3s-<version>-<k3s>.yml and tests/output/testbundle/k3s-<k3s>/
 (the same key and the same cache rule as the default mode). Needs no Debian package.
+
+The same --k3s also takes upstream RELEASE artifacts, when $FERRY_K3S_ARTIFACTS/<version>/ holds them as
+github.com/k3s-io/k3s/releases has them (k3s_layout() decides which kind a version directory holds):
+  <version>/k3s, sha256sum-amd64.txt, k3s-airgap-images-amd64.tar (or .tar.gz)     x86_64
+  <version>/k3s-arm64, sha256sum-arm64.txt, k3s-airgap-images-arm64.tar (or .tar.gz) aarch64, when k3s-arm64 is there
+The bundle `ferry-k3s-release`: artifact k3s per arch (k3s-arm64 stored as k3s), its sha256 from the
+sum file, version from the directory name; every RepoTag of each airgap archive (fully qualified) as an
+image declared per arch, images_compression zstd. Upstream's .tar.zst cannot be read (Ferry reads plain
+and gzip tars only). `--k3s-layout` prints `release <version>` (FERRY_K3S_RELEASE_VERSION, or the one
+release directory under $FERRY_K3S_ARTIFACTS), `test-bed` or `none`, and exits (tests/run.sh asks it
+whether the k3s_release scenario can run).
 """
 import argparse
 import contextlib
@@ -70,6 +81,8 @@ import yaml
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 sys.path.insert(0, os.path.join(TOP, '.collections'))
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support import images as builder, keys  # noqa: E402
+from ansible_collections.ferry.airgap.plugins.module_utils._safetar import (  # noqa: E402
+    iter_members, member_name, member_reader, open_tar)
 ARCHES = {'x86_64': 'amd64', 'aarch64': 'arm64'}
 PACKAGES = ('containerd', 'runc', 'containernetworking-plugins', 'busybox-static')
 IMAGE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: mtime of every image file, config "created"
@@ -416,14 +429,208 @@ def _sha256sum_entry(path, name):
     raise SystemExit('testbundle: %s lists no %s' % (path, name))
 
 
+# ------------------------------------------------------------------ k3s: test-bed build or upstream release
+
+K3S_VERSION_RE = re.compile(r'^v\d+\.\d+\.\d+(-rc\d+)?\+k3s\d+$')
+# Upstream's release files per Ferry arch: (goarch, binary name).
+K3S_RELEASE_FILES = (('x86_64', 'amd64', 'k3s'), ('aarch64', 'arm64', 'k3s-arm64'))
+# Limits for reading an airgap archive's manifest.json (the archive is input from outside: no extraction).
+AIRGAP_MAX_MANIFEST = 1 << 20
+AIRGAP_MAX_MEMBERS = 100000
+AIRGAP_MAX_TAGS = 1000
+_TAG_RE = re.compile(r'^[a-z0-9][a-z0-9._/:-]{0,254}:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$')
+
+
+def _airgap_archive(version_dir, goarch):
+    """The airgap images archive of goarch in version_dir (.tar preferred, then .tar.gz), or None."""
+    base = os.path.join(version_dir, 'k3s-airgap-images-%s' % goarch)
+    for suffix in ('.tar', '.tar.gz'):
+        if os.path.isfile(base + suffix):
+            return base + suffix
+    if os.path.exists(base + '.tar.zst'):
+        raise SystemExit('testbundle: %s.tar.zst cannot be read (Ferry reads docker-archives as plain or gzip '
+                         'tars only): put k3s-airgap-images-%s.tar or .tar.gz from the same release beside it'
+                         % (base, goarch))
+    return None
+
+
+def k3s_layout(version_dir):
+    """Which kind of k3s artifacts ``version_dir`` holds; the one place that decides. Returns (kind, files):
+
+    ('release', {arch: {'binary', 'sums', 'images'}}) for upstream release files: k3s + sha256sum-amd64.txt +
+    k3s-airgap-images-amd64.tar[.gz], and aarch64 too when k3s-arm64 is there (then with its sum file and archive);
+    ('test-bed', {'x86_64': {'binary', 'sums'}}) for the test bed's build: k3s + sha256sum.txt (images in ../images);
+    (None, reason) for neither. An incomplete release (a sum file of upstream's name but a file missing) is an error.
+    """
+    def has(name):
+        return os.path.isfile(os.path.join(version_dir, name))
+
+    if not os.path.isdir(version_dir):
+        return None, '%s is not a directory' % version_dir
+    if has('sha256sum-amd64.txt'):
+        files = {}
+        for arch, goarch, binary in K3S_RELEASE_FILES:
+            if goarch != 'amd64' and not has(binary):
+                continue
+            wanted = [binary, 'sha256sum-%s.txt' % goarch]
+            missing = [name for name in wanted if not has(name)]
+            images = _airgap_archive(version_dir, goarch)
+            if images is None:
+                missing.append('k3s-airgap-images-%s.tar[.gz]' % goarch)
+            if missing:
+                raise SystemExit('testbundle: %s looks like an upstream k3s release (sha256sum-amd64.txt) but lacks %s'
+                                 % (version_dir, ', '.join(missing)))
+            files[arch] = {'binary': os.path.join(version_dir, binary),
+                           'sums': os.path.join(version_dir, wanted[1]), 'images': images}
+        return 'release', files
+    if has('k3s') and has('sha256sum.txt'):
+        return 'test-bed', {'x86_64': {'binary': os.path.join(version_dir, 'k3s'),
+                                       'sums': os.path.join(version_dir, 'sha256sum.txt')}}
+    return None, ('%s holds neither kind of k3s artifacts: expected k3s + sha256sum.txt (test-bed build) or k3s + '
+                  'sha256sum-amd64.txt + k3s-airgap-images-amd64.tar[.gz] (upstream release); found: %s'
+                  % (version_dir, ', '.join(sorted(os.listdir(version_dir))) or 'nothing'))
+
+
+def k3s_release_version(top):
+    """The release to test: $FERRY_K3S_RELEASE_VERSION, else the one release directory under ``top``.
+
+    Returns (version, None), or (None, 'test-bed' | 'none') when ``top`` holds no release.
+    """
+    wanted = os.environ.get('FERRY_K3S_RELEASE_VERSION', '')
+    if wanted:
+        kind, found = k3s_layout(os.path.join(top, wanted))
+        if kind != 'release':
+            raise SystemExit('testbundle: FERRY_K3S_RELEASE_VERSION=%s: %s' % (
+                wanted, found if kind is None else '%s holds the test-bed build, not upstream release artifacts'
+                % os.path.join(top, wanted)))
+        return wanted, None
+    if not os.path.isdir(top):
+        return None, 'none'
+    kinds = {}
+    for name in sorted(os.listdir(top)):
+        if K3S_VERSION_RE.match(name):
+            kinds.setdefault(k3s_layout(os.path.join(top, name))[0], []).append(name)
+    releases = kinds.get('release', [])
+    if len(releases) > 1:
+        raise SystemExit('testbundle: %s holds %d k3s releases (%s): say which one with FERRY_K3S_RELEASE_VERSION'
+                         % (top, len(releases), ', '.join(releases)))
+    if releases:
+        return releases[0], None
+    return None, 'test-bed' if kinds.get('test-bed') else 'none'
+
+
+def _qualified(tag):
+    """A docker-archive RepoTag as a full ref: rancher/pause:3.6 -> docker.io/rancher/pause:3.6."""
+    first = tag.split('/', 1)[0]
+    if '/' not in tag:
+        return 'docker.io/library/' + tag
+    if '.' in first or ':' in first or first == 'localhost':
+        return tag
+    return 'docker.io/' + tag
+
+
+def airgap_refs(path):
+    """Every RepoTag of a docker-archive's manifest.json as a full ref, sorted.
+
+    The archive comes from outside: members are checked (_safetar), nothing is extracted, manifest.json is read
+    only up to AIRGAP_MAX_MANIFEST bytes, and members, tags and tag syntax are limited.
+    """
+    try:
+        tar = open_tar(path)
+    except ValueError as exc:
+        raise SystemExit('testbundle: %s' % exc)
+    try:
+        manifest = None
+        for count, member in enumerate(iter_members(tar, path), 1):
+            if count > AIRGAP_MAX_MEMBERS:
+                raise SystemExit('testbundle: %s has more than %d members' % (path, AIRGAP_MAX_MEMBERS))
+            if member_name(member) == 'manifest.json':
+                manifest = member
+        if manifest is None or not manifest.isreg():
+            raise SystemExit('testbundle: %s has no manifest.json file: not a docker-archive' % path)
+        if manifest.size > AIRGAP_MAX_MANIFEST:
+            raise SystemExit('testbundle: %s: manifest.json has %d bytes, more than %d' % (
+                path, manifest.size, AIRGAP_MAX_MANIFEST))
+        reader = member_reader(tar, manifest, path)
+        try:
+            data = reader.read(AIRGAP_MAX_MANIFEST + 1)
+        finally:
+            reader.close()
+    except ValueError as exc:  # unsafe or corrupt members (_safetar)
+        raise SystemExit('testbundle: %s' % exc)
+    finally:
+        tar.close()
+    try:
+        entries = json.loads(data.decode('utf-8'))
+    except ValueError as exc:
+        raise SystemExit('testbundle: %s: manifest.json is not JSON: %s' % (path, exc))
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SystemExit('testbundle: %s: manifest.json is not a list of images' % path)
+    tags = []
+    for entry in entries:
+        repo_tags = entry.get('RepoTags') or []
+        if not isinstance(repo_tags, list) or not all(isinstance(t, str) and _TAG_RE.match(t) for t in repo_tags):
+            raise SystemExit('testbundle: %s: manifest.json has RepoTags that are not image tags: %r' % (
+                path, repo_tags if isinstance(repo_tags, list) else type(repo_tags).__name__))
+        tags.extend(repo_tags)
+    if not tags:
+        raise SystemExit('testbundle: %s: manifest.json names no tagged image' % path)
+    if len(tags) > AIRGAP_MAX_TAGS:
+        raise SystemExit('testbundle: %s: manifest.json names %d tags, more than %d' % (
+            path, len(tags), AIRGAP_MAX_TAGS))
+    return sorted(set(_qualified(t) for t in tags))
+
+
+def write_k3s_release_spec(path, version, k3s_version, key, files):
+    """The spec of a k3s bundle from upstream release files (k3s_layout's ``files``): per arch the binary (stored
+    as k3s, sha256 from upstream's sum file) and every image of the airgap archive, layers stored zstd."""
+    rel = functools.partial(os.path.relpath, start=os.path.dirname(path))
+    arches = [arch for arch, goarch, binary in K3S_RELEASE_FILES if arch in files]
+    artifacts, images = [], []
+    for arch in arches:
+        found = files[arch]
+        expected = _sha256sum_entry(found['sums'], os.path.basename(found['binary']))
+        if sha256_file(found['binary']) != expected:
+            raise SystemExit('testbundle: %s does not match %s (%s)' % (found['binary'], found['sums'], expected))
+        archive = os.path.basename(found['images'])
+        listed = [line.split() for line in _read(found['sums']).decode().splitlines()]
+        listed = [f[0] for f in listed if len(f) == 2 and f[1].lstrip('*') == archive]
+        if listed and sha256_file(found['images']) != listed[0]:
+            raise SystemExit('testbundle: %s does not match %s (%s)' % (found['images'], found['sums'], listed[0]))
+        if not listed:
+            log('%s lists no %s: its sha256 is not checked (the bundle build checks every layer against its '
+                'image config)' % (found['sums'], archive))
+        artifact = {'name': 'k3s', 'arch': arch, 'src': rel(found['binary']), 'sha256': expected,
+                    'version': k3s_version.lstrip('v')}
+        if os.path.basename(found['binary']) != 'k3s':
+            artifact['dest'] = 'k3s'  # k3s-arm64 is installed as k3s like the amd64 binary
+        artifacts.append(artifact)
+        images += [{'ref': ref, 'docker_archive': rel(found['images']), 'arch': arch}
+                   for ref in airgap_refs(found['images'])]
+    spec = {
+        'name': 'ferry-k3s-release',
+        'version': version,
+        'arches': arches,
+        'artifacts': artifacts,
+        'images': images,
+        'images_compression': 'zstd',
+        'signing': {'key': rel(key), 'identity': 'ferry-test', 'namespace': 'ferry-bundle'},
+    }
+    return save_spec(path, spec, '--k3s from upstream k3s release artifacts')
+
+
 def write_k3s_spec(path, version, k3s_version, key):
-    """The spec of a k3s bundle: the k3s binary (x86_64) and the two local docker-archives, gzip layers."""
+    """The spec of a k3s bundle. From the test-bed build: the k3s binary (x86_64) and the two local
+    docker-archives, gzip layers; from upstream release files: write_k3s_release_spec."""
     base = os.path.dirname(path)
     rel = functools.partial(os.path.relpath, start=base)
     top = k3s_artifacts_dir()
-    binary = os.path.join(top, k3s_version, 'k3s')
-    if not os.path.exists(binary):
-        raise SystemExit('testbundle: no k3s %s at %s (set FERRY_K3S_ARTIFACTS)' % (k3s_version, binary))
+    kind, files = k3s_layout(os.path.join(top, k3s_version))
+    if kind is None:
+        raise SystemExit('testbundle: no k3s %s: %s (set FERRY_K3S_ARTIFACTS)' % (k3s_version, files))
+    if kind == 'release':
+        return write_k3s_release_spec(path, version, k3s_version, key, files)
+    binary = files['x86_64']['binary']
     expected = _sha256sum_entry(os.path.join(top, k3s_version, 'sha256sum.txt'), 'k3s')
     if sha256_file(binary) != expected:
         raise SystemExit('testbundle: %s does not match its sha256sum.txt' % binary)
@@ -474,11 +681,18 @@ def main(argv=None):
     parser.add_argument('--spec-only', action='store_true', help='write the spec, do not run bundle.yml')
     parser.add_argument('--force', action='store_true', help='rebuild the bundle even if the spec is unchanged')
     parser.add_argument('--k3s', metavar='K3S_VERSION', help='build the k3s bundle instead (e.g. v1.22.5+k3s1): '
-                        'the k3s binary of that version and the pause and busybox docker-archives')
+                        'the k3s binary of that version and the pause and busybox docker-archives, or an upstream '
+                        'release (k3s_layout)')
+    parser.add_argument('--k3s-layout', action='store_true', help='print what $FERRY_K3S_ARTIFACTS holds: '
+                        '"release <version>", "test-bed" or "none", and exit')
     args = parser.parse_args(argv)
+    if args.k3s_layout:
+        version, kind = k3s_release_version(k3s_artifacts_dir())
+        print('release %s' % version if version else kind)
+        return 0
     if not re.match(r'^\d+\.\d+(\.\d+)?$', args.version):
         parser.error('--version must look like 1.0.0')
-    if args.k3s is not None and not re.match(r'^v\d+\.\d+\.\d+\+k3s\d+$', args.k3s):
+    if args.k3s is not None and not K3S_VERSION_RE.match(args.k3s):
         parser.error('--k3s must look like v1.22.5+k3s1')
     release = '.'.join(args.version.split('.')[:2])
     cache, out = os.path.abspath(args.cache), os.path.abspath(args.out)

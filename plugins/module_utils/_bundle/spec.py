@@ -195,9 +195,13 @@ def validate_spec(data, base_dir=None):
             if img['arch'] not in spec['arches']:
                 raise SpecError(path + '.arch', '%r is not one of the bundle arches (%s)' % (
                     img['arch'], ', '.join(spec['arches'])))
-        if img['ref'] in seen:
-            raise SpecError(path + '.ref', 'duplicate image %r (also images[%d])' % (img['ref'], seen[img['ref']]))
-        seen[img['ref']] = i
+        # A ref may be declared once per arch (e.g. k3s's airgap archive of each arch): the declarations
+        # make one multi-platform image (sync_images merges them). Otherwise a ref is declared once.
+        for j, other in seen.get(img['ref'], []):
+            if not (img.get('arch') and other.get('arch') and img['arch'] != other['arch']):
+                raise SpecError(path + '.ref', 'duplicate image %r (also images[%d]); declare a ref more than once '
+                                'only with a different arch on each' % (img['ref'], j))
+        seen.setdefault(img['ref'], []).append((i, img))
         spec['images'].append(img)
 
     compression = data.get('images_compression')

@@ -109,6 +109,22 @@ def test_validate_spec_errors_name_the_key_path(mutate, path, words):
         assert word in str(exc.value)
 
 
+def test_a_ref_may_be_declared_once_per_arch():
+    spec = good_spec()
+    spec['images'] = [{'ref': 'docker.io/rancher/mirrored-pause:3.6', 'docker_archive': 'amd64.tar', 'arch': 'x86_64'},
+                      {'ref': 'docker.io/rancher/mirrored-pause:3.6', 'docker_archive': 'arm64.tar', 'arch': 'aarch64'}]
+    assert [i['arch'] for i in validate_spec(spec)['images']] == ['x86_64', 'aarch64']
+    for second in ({'arch': 'x86_64'}, {}):
+        bad = copy.deepcopy(spec)
+        bad['images'][1].pop('arch')
+        bad['images'][1].update(second)
+        with pytest.raises(SpecError) as exc:
+            validate_spec(bad)
+        assert exc.value.path == 'images[1].ref'
+        assert "duplicate image 'docker.io/rancher/mirrored-pause:3.6' (also images[0])" in str(exc.value)
+        assert 'a different arch on each' in str(exc.value)
+
+
 def test_load_spec_file_yaml_and_errors(tmp_path):
     p = tmp_path / 'bundle.yml'
     p.write_text('name: shop\nversion: "1.0"\narches: [x86_64, ppc64le]\n')
