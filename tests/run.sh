@@ -67,22 +67,33 @@ molecule_gate() {
   esac
   return 1
 }
-stage_molecule() {
-  local scenario rc=0 parallel=" ${FERRY_MOLECULE_PARALLEL-k3s} " gated=" " pids=() names=() i status
+# Gate every scenario once; start the $FERRY_MOLECULE_PARALLEL ones (default: k3s, the longest, which waits
+# on k3s more than it computes) in the background. Called by stage_molecule, or right after setup when the
+# molecule stage is to run, so the background scenarios overlap the unit, lint and sanity stages too.
+gated=" " bg_pids=() bg_names=() bg_rc=0 bg_started=0
+molecule_start() {
+  local scenario parallel=" ${FERRY_MOLECULE_PARALLEL-k3s} " status
+  [ $bg_started -eq 0 ] || return 0
+  bg_started=1
   for scenario in extensions/molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
     molecule_gate "$scenario"; status=$?
     [ $status -eq 0 ] || gated+="$scenario "
-    [ $status -ne 2 ] || rc=1
+    [ $status -ne 2 ] || bg_rc=1
   done
   for scenario in extensions/molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
     case "$gated" in *" $scenario "*) continue ;; esac
     case "$parallel" in *" $scenario "*)
-      echo "--- molecule test -s $scenario (in the background)"
-      molecule_one "$scenario" & pids+=($!); names+=("$scenario") ;;
+      echo "--- molecule test -s $scenario (in the background, from $(date +%H:%M:%S))"
+      molecule_one "$scenario" & bg_pids+=($!); bg_names+=("$scenario") ;;
     esac
   done
+}
+stage_molecule() {
+  local scenario rc=0 parallel=" ${FERRY_MOLECULE_PARALLEL-k3s} " i status
+  molecule_start
+  rc=$bg_rc
   for scenario in extensions/molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
     case "$parallel$gated" in *" $scenario "*) continue ;; esac
@@ -91,10 +102,10 @@ stage_molecule() {
     [ $status -eq 0 ] || rc=1
     molecule_report "$scenario" $status
   done
-  for i in "${!pids[@]}"; do
-    wait "${pids[$i]}"; status=$?
+  for i in "${!bg_pids[@]}"; do
+    wait "${bg_pids[$i]}"; status=$?
     [ $status -eq 0 ] || rc=1
-    molecule_report "${names[$i]}" $status
+    molecule_report "${bg_names[$i]}" $status
   done
   return $rc
 }
@@ -118,6 +129,7 @@ for stage in "${stages[@]}"; do
   summary+=("$(printf '%-9s %-4s %4ds' "$stage" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$took")")
   [ $rc -eq 0 ] || failed=1
   [ $rc -eq 0 ] || [ "$stage" != setup ] || break
+  if [ "$stage" = setup ] && [[ " ${stages[*]} " == *" molecule "* ]]; then molecule_start; fi
 done
 echo "=== summary"
 printf '%s\n' "${summary[@]}"
