@@ -74,8 +74,8 @@ removed:
   returned: always
   type: dict
   contains:
-    processes: {description: Pid, name and binary of each process killed., type: list, elements: str}
-    mounts: {description: Mount points unmounted, deepest first., type: list, elements: str}
+    processes: {description: "Pid, name and binary of each process killed.", type: list, elements: str}
+    mounts: {description: "Mount points unmounted, deepest first.", type: list, elements: str}
     netns: {description: Network namespace files removed., type: list, elements: str}
     interfaces: {description: Interfaces deleted., type: list, elements: str}
     iptables: {description: "Lines removed, as C(<tool>: <table> <line>)", type: list, elements: str}
@@ -133,7 +133,7 @@ def main():
         supports_check_mode=True,
     )
     try:
-        result = run(module, cleanup.Host(Runner(module), which=lambda name: module.get_bin_path(name)))
+        result = run(module, cleanup.Host(Runner(module), which=module.get_bin_path))
     except (cleanup.CleanupError, OSError) as e:
         module.fail_json(msg='%s' % (e.msg if isinstance(e, cleanup.CleanupError) else e))
     module.exit_json(**result)

@@ -56,6 +56,7 @@ COMMIT
 COMMIT
 """
 
+
 class FakeHost(object):
     """A fake /proc, mountinfo, /sys/class/net, /run/netns and iptables under tmp_path; commands change them."""
 
@@ -98,8 +99,8 @@ class FakeHost(object):
 
     def host(self):
         return _HOST(self, proc=str(self.proc), sys_net=str(self.sys_net), flannel_env=str(self.flannel_env),
-                       netns_dir=str(self.netns), which=lambda name: '/usr/sbin/' + name,
-                       kill=self.kill, sleep=lambda seconds: None)
+                     netns_dir=str(self.netns), which=lambda name: '/usr/sbin/' + name,
+                     kill=self.kill, sleep=lambda seconds: None)
 
     # the runner and kill
     def run(self, argv, data=None):
