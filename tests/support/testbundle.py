@@ -697,7 +697,8 @@ def main(argv=None):
                         '"release <version>", "test-bed" or "none", and exit')
     parser.add_argument('--k3s-arch', default='x86_64', choices=['x86_64', 'aarch64'],
                         help='with --k3s (test-bed build): the arch the spec declares the amd64 k3s binary for; '
-                        'aarch64 makes a spec whose build is refused (artifact k3s for aarch64 is an x86_64 ELF binary)')
+                        'aarch64 makes a spec whose build is refused (artifact k3s for aarch64 is an x86_64 ELF '
+                        'binary)')
     args = parser.parse_args(argv)
     if args.k3s_layout:
         version, kind = k3s_release_version(k3s_artifacts_dir())
