@@ -63,7 +63,7 @@ def el_release(os_info):
     """
     if (os_info or {}).get('family') != 'redhat':
         return ''
-    major = str(os_info.get('version') or '').split('.')[0].upper()
+    major = str(os_info.get('version') or '').split('.', maxsplit=1)[0].upper()
     if major == '7':
         return 'el7'
     if major in ('8', 'V10'):

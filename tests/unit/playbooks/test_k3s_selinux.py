@@ -127,8 +127,8 @@ def test_role_ferry_brings_the_policy_rpms_to_enforcing_k3s_hosts_only(tmp_path)
         'msg': '{{ {"host": ferry_host_artifacts, "policy": ferry_host_selinux_policy} }}'}}]
     bundle = {'arch_artifacts': {'aarch64': ['container-selinux-el8', 'k3s', 'k3s-selinux-el8'], 'x86_64': ['k3s']}}
 
-    def shown(facts, group='k3s_server', arch_artifacts=bundle):
-        extra = {'ferry_bundle': arch_artifacts}
+    def shown(facts, group='k3s_server', arch_artifacts=None):
+        extra = {'ferry_bundle': arch_artifacts or bundle}
         if facts is not None:
             extra['ansible_facts'] = {'ferry_host': facts}
         result = run(tmp_path, extra, group=group, tasks=show)

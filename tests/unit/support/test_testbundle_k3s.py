@@ -275,7 +275,6 @@ def test_the_layout_query(tmp_path, top, monkeypatch, capsys):
     assert layout_query(capsys) == 'none'
 
 
-
 def test_k3s_arch_aarch64_declares_the_amd64_binary_for_aarch64_and_the_build_refuses_it(tmp_path, top):
     d = fake_test_bed(top)
     binary = elf(EM_X86_64)  # the test-bed build is an amd64 ELF: so is this header
