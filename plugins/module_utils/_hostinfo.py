@@ -54,6 +54,23 @@ def parse_os_release(text):
     return result
 
 
+def el_release(os_info):
+    """The Enterprise Linux release whose RPMs fit this OS (``el7``, ``el8``, ``el9``); ``''`` outside the redhat family.
+
+    ``os_info``: :func:`classify_os`'s dict (``family``, ``version``). The rule of k3s's install.sh when it
+    picks its SELinux policy RPM: VERSION_ID 7 is el7; 8 and Kylin's V10 are el8; anything else (Rocky 9,
+    openEuler 22.03, UOS 20) el9. Ferry names the bundle's policy artifacts by it (``k3s-selinux-el8``).
+    """
+    if (os_info or {}).get('family') != 'redhat':
+        return ''
+    major = str(os_info.get('version') or '').split('.', maxsplit=1)[0].upper()
+    if major == '7':
+        return 'el7'
+    if major in ('8', 'V10'):
+        return 'el8'
+    return 'el9'
+
+
 def classify_os(os_release, release_files=None, pkg_tools=None):
     """Map os-release data to Ferry's view of the OS.
 
@@ -77,7 +94,7 @@ def classify_os(os_release, release_files=None, pkg_tools=None):
             family = 'debian'
         else:
             family = 'unknown'
-    return {
+    info = {
         'id': os_id or 'unknown',
         'name': os_release.get('NAME', 'unknown'),
         'version': os_release.get('VERSION_ID', ''),
@@ -86,6 +103,8 @@ def classify_os(os_release, release_files=None, pkg_tools=None):
         'treatment': treatment,
         'release_files': release_files,
     }
+    info['el'] = el_release(info)
+    return info
 
 
 def kernel_version_tuple(release):

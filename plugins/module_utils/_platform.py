@@ -112,3 +112,33 @@ def platform_arch(platform):
         if platform.get('architecture') == oci_arch:
             return arch
     return None
+
+
+# ELF: what a binary says it runs on. e_ident[EI_DATA] (offset 5) gives the byte order of e_machine,
+# a 2-byte field at offset 18 (the same offset in 32- and 64-bit files).
+ELF_MAGIC = b'\x7fELF'
+ELF_HEAD_SIZE = 20
+ELF_MACHINES = {62: 'x86_64', 183: 'aarch64'}  # EM_X86_64, EM_AARCH64: Ferry's arches
+_ELF_OTHER_MACHINES = {3: 'i386', 8: 'mips', 20: 'ppc', 21: 'ppc64', 22: 's390x', 40: 'arm', 243: 'riscv64',
+                       258: 'loongarch64'}
+
+
+def elf_arch(head):
+    """``(arch, e_machine)`` of a file starting with ``head`` (its first :data:`ELF_HEAD_SIZE` bytes or more).
+
+    ``None`` when ``head`` does not start with the ELF magic (a tarball, an RPM, a script). ``arch`` is
+    Ferry's name (``x86_64``, ``aarch64``), another CPU's usual name (``arm``, ``i386``...) or
+    ``e_machine <n>``. Raises :class:`PlatformError` for an ELF header too short to hold e_machine or with
+    an invalid byte order.
+    """
+    head = bytes(head[:ELF_HEAD_SIZE])
+    if not head.startswith(ELF_MAGIC):
+        return None
+    if len(head) < ELF_HEAD_SIZE:
+        raise PlatformError('ELF header truncated: %d bytes, e_machine needs %d' % (len(head), ELF_HEAD_SIZE))
+    order = {1: 'little', 2: 'big'}.get(head[5])
+    if order is None:
+        raise PlatformError('invalid ELF header: byte order (EI_DATA) %d is neither 1 (little) nor 2 (big)' % head[5])
+    machine = int.from_bytes(head[18:20], order)
+    name = ELF_MACHINES.get(machine) or _ELF_OTHER_MACHINES.get(machine) or 'e_machine %d' % machine
+    return name, machine

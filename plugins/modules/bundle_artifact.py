@@ -14,6 +14,9 @@ description:
   - A wrong digest fails naming the source, the expected and the actual digest. Nothing is left behind;
     the download goes to a temporary sibling name that is removed, and a stale file with a wrong digest
     at the destination is removed too.
+  - An ELF binary (a file starting with the ELF magic bytes) must be built for O(arch) (its ELF C(e_machine)); one for
+    another CPU fails naming the artifact, the declared and the actual arch, and is not kept. Other files
+    (tarballs, RPMs, scripts) and C(noarch) artifacts are not checked.
 author: Ferry developers (@ferry-airgap)
 options:
   path:
@@ -138,7 +141,8 @@ def main():
 
     try:
         result = fetch_artifact(p['src'], sha, artifact_path(p['path'], p['arch'], p['name'], dest),
-                                opener=opener, timeout=p['timeout'], check_mode=module.check_mode)
+                                opener=opener, timeout=p['timeout'], check_mode=module.check_mode,
+                                name=p['name'], arch=p['arch'])
     except (BundleError, FsError) as e:
         module.fail_json(msg=redact_url(e))
     module.exit_json(**result)

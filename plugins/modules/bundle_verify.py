@@ -29,6 +29,8 @@ description:
     as unlisted files (RV(site_local) lists them); see O(ignore_extra). Content unpacked from a tar must hold
     exactly the listed files. C(.ferry-venv/) and C(collections/) must match the record C(./bootstrap) made of
     them (O(site_key)).
+  - Checks that every ELF binary among the artifacts is built for the arch it is declared for (its ELF
+    C(e_machine)); tarballs, RPMs, scripts and C(noarch) artifacts are not checked.
   - Checks C(kit.sha256) (the site kit's checksums) against the manifest and, with the manifest's signature,
     its signature C(kit.sha256.sig).
   - Fails listing every problem found.
@@ -202,6 +204,9 @@ ansible_facts:
           role C(ferry.airgap.ferry) hands it to every host).
         - C(dir) (the bundle directory), C(name), C(version), C(arches), C(images) (refs) and C(artifacts)
           (names, each once) from its manifest.
+        - "C(arch_artifacts), per arch of the bundle the artifact names a host of that arch can be given (its
+          arch's and the C(noarch) ones; C({x86_64: [k3s, k3s-selinux-el8]})): role C(ferry.airgap.ferry) picks
+          a k3s host's SELinux policy RPMs from it, preflight checks them."
         - "C(versions), the artifacts' recorded versions (C({name: {arch: version}})), and
           C(layer_compressions), per platform the compressions of the images' layers (C(gzip), C(zstd),
           C(none)): preflight checks that each host's runtime reads them."
@@ -213,6 +218,7 @@ ansible_facts:
         arches: [x86_64, aarch64]
         images: ["registry.example/shop/web:1.4"]
         artifacts: [containerd, runc, cni-plugins]
+        arch_artifacts: {x86_64: [cni-plugins, containerd, runc], aarch64: [cni-plugins, containerd, runc]}
         versions: {containerd: {x86_64: 1.7.18, aarch64: 1.7.18}}
         layer_compressions: {linux/amd64: [gzip, zstd], linux/arm64: [gzip, zstd]}
 problems:
@@ -241,7 +247,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import (
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter, check_site_local
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import (
-    artifact_versions, guard_dest, layer_compressions, place_bundle, verify_bundle)
+    arch_artifacts, artifact_versions, guard_dest, layer_compressions, place_bundle, verify_bundle)
 
 
 class _Counter(object):
@@ -469,7 +475,7 @@ def main():
         result['ansible_facts'] = dict(ferry_bundle=dict(
             dir=result['path'], name=manifest.get('name'), version=manifest.get('version'),
             arches=manifest.get('arches') or [], images=[i.get('ref') for i in manifest.get('images') or []],
-            artifacts=[n for i, n in enumerate(names) if n not in names[:i]],
+            artifacts=[n for i, n in enumerate(names) if n not in names[:i]], arch_artifacts=arch_artifacts(manifest),
             versions=artifact_versions(manifest), layer_compressions=layer_compressions(result['path'], manifest)))
     module.exit_json(**result)
 

@@ -58,7 +58,8 @@ ansible_facts:
         hostname: node1
         arch: aarch64
         os: {id: kylin, name: Kylin Linux Advanced Server, version: V10, pretty_name: Kylin Linux Advanced Server V10,
-             family: redhat, treatment: emulated, release_files: {kylin-release: Kylin Linux Advanced Server release V10}}
+             family: redhat, treatment: emulated, release_files: {kylin-release: Kylin Linux Advanced Server release V10},
+             el: el8}
         kernel: {release: 4.19.90-24.4.v2101.ky10.aarch64, version: 4.19.90, overlay: loaded,
                  br_netfilter: loadable, cgroup: v1, ip_forward: false}
         selinux: {current: disabled, configured: disabled}

@@ -12,6 +12,7 @@ failures, warnings and waivers.
 
 import re
 
+from ansible_collections.ferry.airgap.plugins.module_utils._hostinfo import el_release
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import COMPRESSION_MIN_RUNTIME
 from ansible_collections.ferry.airgap.plugins.module_utils._platform import PlatformError, arch_platform_key
 
@@ -20,6 +21,11 @@ CHECKS = ('python', 'arch', 'os', 'kernel', 'swap', 'selinux', 'runtime', 'disk'
 FERRY_GROUPS = ('deploy', 'k3s_server', 'k3s_agent', 'standalone')
 SITE_GROUPS = ('k3s_server', 'k3s_agent', 'standalone')  # hosts that load the bundle's images
 KERNEL_FEATURES = ('overlay', 'br_netfilter', 'cgroup')
+K3S_GROUPS = ('k3s_server', 'k3s_agent')
+# Inventory problems that can be waived one by one (preflight_waive), like the kernel features.
+EVEN_SERVERS = 'k3s_even_servers'
+# SELinux policy packages a k3s host needs when SELinux is enforcing (roles/ferry: ferry_selinux_policy_packages).
+SELINUX_POLICY_PACKAGES = ('container-selinux', 'k3s-selinux')
 OK, WARN, FAIL, WAIVED, SKIP = 'ok', 'WARN', 'FAIL', 'waived', '-'
 _RANK = {OK: 0, SKIP: 0, WAIVED: 1, WARN: 2, FAIL: 3}
 _NODE_NAME = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
@@ -110,11 +116,38 @@ def check_swap(facts, policy, roles):
     return _result(OK, 'off' if not swap else '%d MB' % swap)
 
 
-def check_selinux(facts, policy):
+def check_selinux(facts, policy, roles):
+    """SELinux enforcing: standalone hosts warn; a k3s host needs the bundle's policy RPMs for its EL release.
+
+    ``policy['bundle_artifacts']``: {arch: [artifact names]} a host of each arch can be given (the verified
+    bundle's ``arch_artifacts``); None when no bundle is known (preflight.yml on its own): then only a
+    warning. ``policy['selinux_policy_packages']``: the packages, each an artifact ``<package>-<el>``.
+    """
     current = facts['selinux']['current']
-    if current == 'enforcing':
+    if current != 'enforcing':
+        return _result(OK, current)
+    if not set(roles) & set(K3S_GROUPS):
         return _result(WARN, 'SELinux enforcing: container policies must come with the bundle')
-    return _result(OK, current)
+    info = facts['os']
+    el = el_release(info)
+    label = '%s %s, %s family' % (info.get('id'), info.get('version'), info.get('family'))
+    if not el:
+        return _result(FAIL, 'SELinux is enforcing on this k3s host (%s) and Ferry carries SELinux policy RPMs for '
+                             'EL releases only (el7, el8, el9): set SELinux permissive, or waive selinux' % label)
+    arch = facts['arch']
+    wanted = ['%s-%s' % (package, el) for package in policy.get('selinux_policy_packages') or SELINUX_POLICY_PACKAGES]
+    carried = policy.get('bundle_artifacts')
+    if carried is None:
+        return _result(WARN, 'SELinux is enforcing on this k3s host (%s, %s): it needs the artifacts %s for %s in the '
+                             'bundle; install.yml checks them' % (label, el, ' and '.join(wanted), arch))
+    have = (carried or {}).get(arch) or []
+    missing = [name for name in wanted if name not in have]
+    if missing:
+        return _result(FAIL, 'SELinux is enforcing on this k3s host (%s, %s) and the bundle carries no SELinux policy '
+                             'for %s on %s (expected artifacts %s for %s or noarch; missing: %s): add them to the '
+                             'bundle spec (docs/install.md, SELinux), or set SELinux permissive' % (
+                                 label, el, el, arch, ' and '.join(wanted), arch, ', '.join(missing)))
+    return _result(OK, 'enforcing; policy from the bundle: %s' % ', '.join(wanted))
 
 
 def check_runtime(facts, policy, roles):
@@ -253,26 +286,32 @@ def check_clocks(hosts):
 
 
 def check_inventory(groups):
-    """Mistakes in Ferry's groups: {host or '*': [messages]}."""
+    """Mistakes in Ferry's groups: {host or '*': [(message, waiver)]}.
+
+    ``waiver``: the preflight_waive name that waives this one mistake (None: only waiving the whole
+    ``inventory`` column does).
+    """
     problems = {}
     servers = groups.get('k3s_server', [])
     agents = groups.get('k3s_agent', [])
     standalone = groups.get('standalone', [])
     for name in servers:
         if name in agents:
-            problems.setdefault(name, []).append('%s is in both k3s_server and k3s_agent' % name)
+            problems.setdefault(name, []).append(('%s is in both k3s_server and k3s_agent' % name, None))
     for name in standalone:
-        for group in ('k3s_server', 'k3s_agent'):
+        for group in K3S_GROUPS:
             if name in groups.get(group, []):
-                problems.setdefault(name, []).append('%s is in both standalone and %s' % (name, group))
+                problems.setdefault(name, []).append(('%s is in both standalone and %s' % (name, group), None))
     if len(servers) > 1 and len(servers) % 2 == 0:
-        problems.setdefault('*', []).append(
-            'k3s_server has %d hosts (%s): HA needs an odd number (1, 3, 5)' % (len(servers), ', '.join(servers)))
+        message = ('k3s_server has %d hosts (%s): embedded etcd needs an odd number of servers (1, 3, 5) to keep '
+                   'its quorum; add or remove a server, or waive %s' % (len(servers), ', '.join(servers), EVEN_SERVERS))
+        for name in servers:
+            problems.setdefault(name, []).append((message, EVEN_SERVERS))
     if agents and not servers:
         problems.setdefault('*', []).append(
-            'k3s_agent hosts (%s) but no host in k3s_server' % ', '.join(agents))
+            ('k3s_agent hosts (%s) but no host in k3s_server' % ', '.join(agents), None))
     if not servers and not standalone:
-        problems.setdefault('*', []).append('no host in k3s_server or standalone: nothing to run the application')
+        problems.setdefault('*', []).append(('no host in k3s_server or standalone: nothing to run the application', None))
     return problems
 
 
@@ -308,7 +347,7 @@ def evaluate(hosts, groups):
                 'os': check_os(facts, policy),
                 'kernel': check_kernel(facts, policy, roles),
                 'swap': check_swap(facts, policy, roles),
-                'selinux': check_selinux(facts, policy),
+                'selinux': check_selinux(facts, policy, roles),
                 'runtime': check_runtime(facts, policy, roles),
                 'disk': check_disk(facts, policy, roles),
                 'memory': check_minimum(facts, policy, roles, 'memory_mb', 'memory_mb', 'MB'),
@@ -324,13 +363,18 @@ def evaluate(hosts, groups):
         mistakes = inventory.get(name, [])
         if not roles:
             row['inventory'] = _result(WARN, '%s is in none of %s' % (name, ', '.join(FERRY_GROUPS)))
+        elif mistakes:
+            waive = policy.get('waive', [])
+            row['inventory'] = _worst([_result(WAIVED if waiver and waiver in waive else FAIL, message)
+                                       for message, waiver in mistakes])
         else:
-            row['inventory'] = _result(FAIL, '; '.join(mistakes)) if mistakes else _result(OK, ','.join(roles))
+            row['inventory'] = _result(OK, ','.join(roles))
         for check in policy.get('waive', []):
             if check in row and row[check]['status'] in (WARN, FAIL):
                 row[check] = _result(WAIVED, row[check]['detail'])
         rows[name] = row
-    return _summarize(rows, inventory.get('*', []), dict((n, hosts[n]['policy'].get('waive', [])) for n in hosts))
+    return _summarize(rows, [message for message, dummy in inventory.get('*', [])],
+                      dict((n, hosts[n]['policy'].get('waive', [])) for n in hosts))
 
 
 def _summarize(rows, global_problems, waivers):

@@ -41,7 +41,7 @@ looks at the kit.
 
 Images, tars and gzip come from the unit tests' image builder (tests/unit/plugins/test_support/images.py).
 
-k3s mode (`--k3s v1.22.5+k3s1`): a bundle `ferry-k3s` for x86_64 only, from the k3s test artifacts
+k3s mode (`--k3s v1.22.5+k3s1 [--k3s-arch aarch64]`): a bundle `ferry-k3s` for x86_64 only, from the k3s test artifacts
 beside the test bed's notes ($FERRY_K3S_ARTIFACTS, default /work/shared/artifacts/k3s; see its README:
 k3s built from upstream source, not the release binaries):
   artifacts/x86_64/k3s/k3s      the k3s binary of that version (spec `version`: 1.22.5+k3s1)
@@ -50,6 +50,8 @@ k3s built from upstream source, not the release binaries):
     docker.io/library/busybox:local-debian     Debian's busybox-static (few applet links)
 Paths: tests/output/testbundle/specs/ferry-k3s-<version>-<k3s>.yml and tests/output/testbundle/k3s-<k3s>/
 (the same key and the same cache rule as the default mode). Needs no Debian package.
+`--k3s-arch aarch64` (test-bed build only) declares that amd64 binary for aarch64 (arches x86_64 + aarch64): a
+spec whose build fails at the artifact (wrong-arch ELF); its paths end in `-as-aarch64`.
 
 The same --k3s also takes upstream RELEASE artifacts, when $FERRY_K3S_ARTIFACTS/<version>/ holds them as
 github.com/k3s-io/k3s/releases has them (k3s_layout() decides which kind a version directory holds):
@@ -619,9 +621,13 @@ def write_k3s_release_spec(path, version, k3s_version, key, files):
     return save_spec(path, spec, '--k3s from upstream k3s release artifacts')
 
 
-def write_k3s_spec(path, version, k3s_version, key):
+def write_k3s_spec(path, version, k3s_version, key, k3s_arch='x86_64'):
     """The spec of a k3s bundle. From the test-bed build: the k3s binary (x86_64) and the two local
-    docker-archives, gzip layers; from upstream release files: write_k3s_release_spec."""
+    docker-archives, gzip layers; from upstream release files: write_k3s_release_spec.
+
+    ``k3s_arch`` (test-bed build only): the arch the spec declares the amd64 binary for; anything but x86_64
+    makes a spec the build must refuse (the artifact arch check), for tests of that refusal.
+    """
     base = os.path.dirname(path)
     rel = functools.partial(os.path.relpath, start=base)
     top = k3s_artifacts_dir()
@@ -629,6 +635,9 @@ def write_k3s_spec(path, version, k3s_version, key):
     if kind is None:
         raise SystemExit('testbundle: no k3s %s: %s (set FERRY_K3S_ARTIFACTS)' % (k3s_version, files))
     if kind == 'release':
+        if k3s_arch != 'x86_64':
+            raise SystemExit('testbundle: --k3s-arch is for the test-bed build only; %s is an upstream release'
+                             % k3s_version)
         return write_k3s_release_spec(path, version, k3s_version, key, files)
     binary = files['x86_64']['binary']
     expected = _sha256sum_entry(os.path.join(top, k3s_version, 'sha256sum.txt'), 'k3s')
@@ -643,8 +652,8 @@ def write_k3s_spec(path, version, k3s_version, key):
     spec = {
         'name': 'ferry-k3s',
         'version': version,
-        'arches': ['x86_64'],
-        'artifacts': [{'name': 'k3s', 'arch': 'x86_64', 'src': rel(binary), 'sha256': expected,
+        'arches': ['x86_64'] + ([k3s_arch] if k3s_arch != 'x86_64' else []),
+        'artifacts': [{'name': 'k3s', 'arch': k3s_arch, 'src': rel(binary), 'sha256': expected,
                        'version': k3s_version.lstrip('v')}],
         'images': images,
         'images_compression': 'gzip',
@@ -657,14 +666,15 @@ def main_k3s(args, out):
     """--k3s VERSION: the k3s bundle; prints its directory."""
     start = time.time()
     key, signers = ensure_key(os.path.join(out, 'keys'))
-    spec = os.path.join(out, 'specs', 'ferry-k3s-%s-%s.yml' % (args.version, args.k3s))
-    spec_sha = write_k3s_spec(spec, args.version, args.k3s, key)
+    suffix = '' if args.k3s_arch == 'x86_64' else '-as-' + args.k3s_arch
+    spec = os.path.join(out, 'specs', 'ferry-k3s-%s-%s%s.yml' % (args.version, args.k3s, suffix))
+    spec_sha = write_k3s_spec(spec, args.version, args.k3s, key, args.k3s_arch)
     stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode() + _code_sha()).encode()).hexdigest()
     log('spec %s (sha256 %s)' % (os.path.relpath(spec, TOP), spec_sha[:12]))
     if args.spec_only:
         print(spec)
         return 0
-    dest = os.path.join(out, 'k3s-%s' % args.k3s)
+    dest = os.path.join(out, 'k3s-%s%s' % (args.k3s, suffix))
     with locked(os.path.join(out, '.lock')):
         build_bundle(spec, dest, key, dest + '.spec.sha256', stamp_sha, args.force)
     log('done in %.1f s; allowed_signers: %s' % (time.time() - start, os.path.relpath(signers, TOP)))
@@ -685,6 +695,10 @@ def main(argv=None):
                         'release (k3s_layout)')
     parser.add_argument('--k3s-layout', action='store_true', help='print what $FERRY_K3S_ARTIFACTS holds: '
                         '"release <version>", "test-bed" or "none", and exit')
+    parser.add_argument('--k3s-arch', default='x86_64', choices=['x86_64', 'aarch64'],
+                        help='with --k3s (test-bed build): the arch the spec declares the amd64 k3s binary for; '
+                        'aarch64 makes a spec whose build is refused (artifact k3s for aarch64 is an x86_64 ELF '
+                        'binary)')
     args = parser.parse_args(argv)
     if args.k3s_layout:
         version, kind = k3s_release_version(k3s_artifacts_dir())
@@ -694,6 +708,8 @@ def main(argv=None):
         parser.error('--version must look like 1.0.0')
     if args.k3s is not None and not K3S_VERSION_RE.match(args.k3s):
         parser.error('--k3s must look like v1.22.5+k3s1')
+    if args.k3s_arch != 'x86_64' and not args.k3s:
+        parser.error('--k3s-arch needs --k3s')
     release = '.'.join(args.version.split('.')[:2])
     cache, out = os.path.abspath(args.cache), os.path.abspath(args.out)
     for sub in ('debs', 'root', 'artifacts', 'images'):

@@ -12,7 +12,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._digest import HEX64_
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    ARTIFACT_ARCHES, BLOB_DIR, FORMAT, IMAGES_DIR, BundleError, utc_now)
+    ARTIFACT_ARCHES, BLOB_DIR, FORMAT, IMAGES_DIR, BundleError, artifact_arch_problem, utc_now)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import app_digest, walk_files
 
 
@@ -33,7 +33,8 @@ def build_manifest(bundle_dir, meta, progress=None):
     ``meta``: ``name``, ``version``, ``arches`` (required); optional ``created``
     (default: now, or ``SOURCE_DATE_EPOCH``), ``images`` (default: read from
     ``images/index.json``), ``base``, ``delta``, ``versions`` ({artifact name: {arch: version}}, recorded
-    on the artifacts; a version of an artifact the bundle does not hold is an error).
+    on the artifacts; a version of an artifact the bundle does not hold is an error). An ELF binary under
+    ``artifacts/<arch>/`` built for another CPU is an error (:func:`artifact_arch_problem`).
     """
     for key in ('name', 'version', 'arches'):
         if not meta.get(key):
@@ -53,6 +54,9 @@ def build_manifest(bundle_dir, meta, progress=None):
             if len(parts) != 4 or parts[1] not in ARTIFACT_ARCHES:
                 raise BundleError('%s: artifacts must be stored as artifacts/<%s>/<name>/<file>' % (
                     rel, '|'.join(ARTIFACT_ARCHES)))
+            problem = artifact_arch_problem(os.path.join(bundle_dir, rel), parts[2], parts[1], rel)
+            if problem:
+                raise BundleError(problem)
             artifacts.append({'name': parts[2], 'arch': parts[1], 'path': rel,
                               'sha256': entry['sha256'], 'size': entry['size']})
         elif parts[0] == 'apps':

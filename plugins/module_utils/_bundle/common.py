@@ -16,7 +16,7 @@ import re
 import time
 from urllib.parse import unquote, urlparse
 
-from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES
+from ansible_collections.ferry.airgap.plugins.module_utils._platform import ARCHES, ELF_HEAD_SIZE, PlatformError, elf_arch
 
 MANIFEST = 'manifest.json'
 SIGNATURE = 'manifest.json.sig'
@@ -49,6 +49,34 @@ class SpecError(BundleError):
         self.path = path
         self.reason = message
         BundleError.__init__(self, '%s: %s' % (path, message) if path else message)
+
+
+def artifact_arch_problem(path, name, arch, shown=None):
+    """What is wrong with artifact ``name`` declared for ``arch`` whose file is ``path``, or None.
+
+    The one check of an artifact's CPU (bundle build and verification both use it): a file that starts
+    with the ELF magic must be built for ``arch`` (its ELF e_machine); other files (tarballs, RPMs,
+    scripts) and noarch artifacts are not checked. Reads the first 20 bytes. ``shown`` names the file in
+    the message (default: ``path``).
+    """
+    if arch not in ARCHES:
+        return None
+    shown = shown or path
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(ELF_HEAD_SIZE)
+    except (IOError, OSError) as e:
+        return 'artifact %s for %s: cannot read %s: %s' % (name, arch, shown, getattr(e, 'strerror', None) or e)
+    try:
+        found = elf_arch(head)
+    except PlatformError as e:
+        return 'artifact %s for %s: %s starts like an ELF binary but is not a valid one (%s): replace it with ' \
+               'the %s build' % (name, arch, shown, e, arch)
+    if found is None or found[0] == arch:
+        return None
+    return 'artifact %s for %s is an %s ELF binary (e_machine %d), not %s: %s; put the %s build in the spec ' \
+           '(src and sha256), or declare this file for arch %s' % (
+               name, arch, found[0], found[1], arch, shown, arch, found[0])
 
 
 def is_str(value):

@@ -11,7 +11,8 @@ import os
 
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import BUF_SIZE, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import remove, tmp_sibling
-from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError, redact_url, url_path
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
+    BundleError, artifact_arch_problem, redact_url, url_path)
 
 
 def artifact_path(bundle_dir, arch, name, dest):
@@ -32,13 +33,16 @@ def _open_src(src, opener, timeout):
     return opener(src)
 
 
-def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=None, check_mode=False):
+def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=None, check_mode=False,
+                   name=None, arch=None):
     """Fetch ``src`` to ``dest_path`` if it is not already there with ``sha256``.
 
     Returns ``{'changed', 'sha256', 'size', 'path'}``. A download whose digest
     differs raises :class:`BundleError` naming src, expected and actual; the
     temporary is removed and a stale ``dest_path`` with a wrong digest is
-    removed too, so nothing unverified is left in the bundle.
+    removed too, so nothing unverified is left in the bundle. With ``name`` and
+    ``arch`` (the spec's), an ELF binary built for another CPU is refused the
+    same way (:func:`artifact_arch_problem`), also when it is already there.
     """
     sha256 = sha256.lower()
     shown = redact_url(src)
@@ -46,6 +50,9 @@ def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=Non
     if os.path.isfile(dest_path):
         have, size = sha256_file(dest_path)
         if have == sha256:
+            problem = artifact_arch_problem(dest_path, name, arch, shown) if name else None
+            if problem:
+                raise BundleError(problem)
             return {'changed': False, 'sha256': have, 'size': size, 'path': dest_path}
         stale = True
     if check_mode:
@@ -84,6 +91,9 @@ def fetch_artifact(src, sha256, dest_path, opener=None, timeout=60, progress=Non
         if actual != sha256:
             raise BundleError('sha256 mismatch for %s: expected %s, actual %s (%d bytes); nothing was kept%s' % (
                 shown, sha256, actual, size, ' and the stale %s was removed' % dest_path if stale else ''))
+        problem = artifact_arch_problem(tmp, name, arch, shown) if name else None
+        if problem:
+            raise BundleError(problem + '; nothing was kept')
         os.chmod(tmp, 0o644)
         os.rename(tmp, dest_path)
     except BaseException:

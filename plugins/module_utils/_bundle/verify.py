@@ -12,7 +12,7 @@ from ansible_collections.ferry.airgap.plugins.module_utils._fs import makedirs, 
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError, layer_compression
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import (
-    BLOB_DIR, IMAGES_DIR, MANIFEST, RESERVED, BundleError, is_str)
+    BLOB_DIR, IMAGES_DIR, MANIFEST, RESERVED, BundleError, artifact_arch_problem, is_str)
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.manifest import app_digest
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import site_local_paths
 
@@ -68,7 +68,8 @@ def verify_bundle(bundle_dir, manifest, progress=None, partial=False, extra_filt
     Checks every listed file (missing, size, sha256 naming expected and
     actual), files on disk the manifest does not list, image blobs whose content
     hash differs from their name, image blobs the images need but the bundle
-    lacks, and the artifacts/apps entries against the file list.
+    lacks, the artifacts/apps entries against the file list, and that every ELF
+    binary among the artifacts is built for the arch it is declared for (20 bytes read each).
 
     ``partial=True`` is for an unapplied delta: files not in ``delta.present``
     may be absent. ``progress(n)`` is called with bytes hashed.
@@ -122,6 +123,11 @@ def verify_bundle(bundle_dir, manifest, progress=None, partial=False, extra_filt
         elif entry['sha256'] != art.get('sha256'):
             problems.append('artifact %s/%s: sha256 expected %s, files lists %s' % (
                 art.get('arch'), art.get('name'), art.get('sha256'), entry['sha256']))
+        elif art.get('path') in on_disk:
+            problem = artifact_arch_problem(os.path.join(bundle_dir, art['path']), art.get('name'), art.get('arch'),
+                                            art['path'])
+            if problem:
+                problems.append(problem)
     for app in manifest.get('apps') or []:
         prefix = '%s/' % app.get('path')
         entries = [(rel[len(prefix):], e['sha256']) for rel, e in files.items() if rel.startswith(prefix)]
@@ -174,6 +180,20 @@ def artifact_versions(manifest):
         if isinstance(art, dict) and art.get('version'):
             versions.setdefault(art.get('name'), {})[art.get('arch')] = art['version']
     return versions
+
+
+def arch_artifacts(manifest):
+    """{arch: sorted artifact names} a host of each of the manifest's arches can be given: its arch's and the noarch ones.
+
+    The rule of ``select.select`` (an artifact for the host's arch, else its noarch one), for the plays
+    that decide which artifacts a host gets (role ferry: SELinux policy RPMs) and for preflight.
+    """
+    per_arch = {}
+    for art in manifest.get('artifacts') or []:
+        if isinstance(art, dict):
+            per_arch.setdefault(art.get('arch'), set()).add(art.get('name'))
+    noarch = per_arch.get('noarch', set())
+    return dict((arch, sorted(per_arch.get(arch, set()) | noarch)) for arch in manifest.get('arches') or [])
 
 
 def guard_dest(dest):

@@ -11,12 +11,15 @@ import pytest
 import yaml
 import zstandard
 
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.common import BundleError
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle.fetch import artifact_path, fetch_artifact
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.archive import import_docker_archive
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.common import OciError
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
 from ansible_collections.ferry.airgap.tests.support import testbundle
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import EM_X86_64, elf
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
     Image, docker_legacy_entries, docker_new_entries, layer, manifest_of, tar_bytes, write_tar)
 
@@ -270,3 +273,28 @@ def test_the_layout_query(tmp_path, top, monkeypatch, capsys):
     monkeypatch.setenv('FERRY_K3S_ARTIFACTS', str(tmp_path / 'nowhere'))
     monkeypatch.delenv('FERRY_K3S_RELEASE_VERSION')
     assert layout_query(capsys) == 'none'
+
+
+def test_k3s_arch_aarch64_declares_the_amd64_binary_for_aarch64_and_the_build_refuses_it(tmp_path, top):
+    d = fake_test_bed(top)
+    binary = elf(EM_X86_64)  # the test-bed build is an amd64 ELF: so is this header
+    (d / 'k3s').write_bytes(binary)
+    (d / 'sha256sum.txt').write_text('%s  k3s\n' % sha(binary))
+    path = tmp_path / 'ferry-k3s-1.0.0-v1.22.5+k3s1-as-aarch64.yml'
+    testbundle.write_k3s_spec(str(path), '1.0.0', 'v1.22.5+k3s1', str(tmp_path / 'key'), k3s_arch='aarch64')
+    spec = load_spec_file(str(path))
+    assert spec['arches'] == ['x86_64', 'aarch64']
+    (art,) = spec['artifacts']
+    assert (art['name'], art['arch'], art['src']) == ('k3s', 'aarch64', str(d / 'k3s'))
+    # what bundle_artifact does first in the build: refused, nothing kept
+    dest = artifact_path(str(tmp_path / 'bundle'), art['arch'], art['name'], art['dest'])
+    with pytest.raises(BundleError, match=r'^artifact k3s for aarch64 is an x86_64 ELF binary \(e_machine 62\)'):
+        fetch_artifact(art['src'], art['sha256'], dest, name=art['name'], arch=art['arch'])
+    assert not os.path.exists(dest)
+    # the default declares it for x86_64, as before
+    testbundle.write_k3s_spec(str(path), '1.0.0', 'v1.22.5+k3s1', str(tmp_path / 'key'))
+    assert [(a['name'], a['arch']) for a in load_spec_file(str(path))['artifacts']] == [('k3s', 'x86_64')]
+    # a release layout does not take it
+    fake_release(top)
+    with pytest.raises(SystemExit, match='--k3s-arch is for the test-bed build only'):
+        testbundle.write_k3s_spec(str(path), '1.0.0', VERSION, str(tmp_path / 'key'), k3s_arch='aarch64')

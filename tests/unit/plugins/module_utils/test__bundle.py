@@ -20,12 +20,13 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import _
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign, verify_signature
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.spec import load_spec_file, validate_spec
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.site import ExtraFilter
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import build as build_module
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.verify import (
-    artifact_versions, layer_compressions, verify_bundle)
+    arch_artifacts, artifact_versions, layer_compressions, verify_bundle)
 from ansible_collections.ferry.airgap.plugins.module_utils._digest import pretty_json, sha256_bytes, sha256_file
 from ansible_collections.ferry.airgap.plugins.module_utils._fs import atomic_write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
-    META, add_blob, finish, make_bundle, siblings, tree, write)
+    EM_AARCH64, EM_X86_64, META, add_blob, elf, finish, make_bundle, siblings, tree, write)
 
 HEX_A = 'a' * 64
 HEX_B = 'b' * 64
@@ -191,6 +192,88 @@ def test_fetch_missing_source(tmp_path):
     with pytest.raises(BundleError, match='cannot open'):
         fetch_artifact(str(tmp_path / 'nope'), HEX_A, str(tmp_path / 'd'))
     assert not os.path.exists(str(tmp_path / 'd'))
+
+
+# ---------------------------------------------------------------- artifact arch (ELF e_machine)
+
+WRONG_ARCH = ('artifact k3s for aarch64 is an x86_64 ELF binary (e_machine 62), not aarch64: %s; put the aarch64 '
+              'build in the spec (src and sha256), or declare this file for arch x86_64')
+
+
+def test_fetch_refuses_an_elf_binary_of_another_arch_and_keeps_nothing(tmp_path):
+    src = tmp_path / 'k3s'
+    sha = write(src, elf(EM_X86_64))
+    dest = artifact_path(str(tmp_path / 'b'), 'aarch64', 'k3s', 'k3s')
+    with pytest.raises(BundleError) as exc:
+        fetch_artifact(str(src), sha, dest, name='k3s', arch='aarch64')
+    assert str(exc.value) == WRONG_ARCH % src + '; nothing was kept'
+    assert not os.path.exists(dest) and siblings(dest) == []
+    # the same file already in the bundle (a cached build directory) is refused too
+    write(dest, elf(EM_X86_64))
+    with pytest.raises(BundleError, match='is an x86_64 ELF binary'):
+        fetch_artifact(str(src), sha, dest, name='k3s', arch='aarch64')
+
+
+@pytest.mark.parametrize('arch, data', [
+    ('aarch64', elf(EM_AARCH64)),
+    ('x86_64', elf(EM_X86_64)),
+    ('aarch64', b'\x1f\x8b\x08\x00' + b'\0' * 40),      # a tar.gz: not checked
+    ('aarch64', b'\xed\xab\xee\xdb\x03\x00\x00\x01'),  # an RPM: not checked
+    ('noarch', elf(EM_X86_64)),                       # noarch artifacts are not checked
+])
+def test_fetch_accepts_the_right_arch_and_non_elf_files(tmp_path, arch, data):
+    src = tmp_path / 'file'
+    sha = write(src, data)
+    dest = artifact_path(str(tmp_path / 'b'), arch, 'thing', 'file')
+    assert fetch_artifact(str(src), sha, dest, name='thing', arch=arch)['changed']
+
+
+def test_fetch_refuses_a_truncated_elf_header(tmp_path):
+    src = tmp_path / 'k3s'
+    sha = write(src, elf(EM_AARCH64)[:10])
+    dest = artifact_path(str(tmp_path / 'b'), 'aarch64', 'k3s', 'k3s')
+    with pytest.raises(BundleError) as exc:
+        fetch_artifact(str(src), sha, dest, name='k3s', arch='aarch64')
+    assert str(exc.value) == ('artifact k3s for aarch64: %s starts like an ELF binary but is not a valid one (ELF '
+                              'header truncated: 10 bytes, e_machine needs 20): replace it with the aarch64 build; '
+                              'nothing was kept' % src)
+    assert not os.path.exists(dest)
+
+
+def test_build_manifest_refuses_an_elf_binary_of_another_arch(tmp_path):
+    root = make_bundle(tmp_path / 'b', extra={'artifacts/aarch64/k3s/k3s': elf(EM_X86_64)})
+    with pytest.raises(BundleError) as exc:
+        build_manifest(root, dict(META, arches=['x86_64', 'aarch64']))
+    assert str(exc.value) == WRONG_ARCH % 'artifacts/aarch64/k3s/k3s'
+    write(tmp_path / 'b/artifacts/aarch64/k3s/k3s', elf(EM_AARCH64)[:5])
+    with pytest.raises(BundleError, match='artifacts/aarch64/k3s/k3s starts like an ELF binary but is not a valid one'):
+        build_manifest(root, dict(META, arches=['x86_64', 'aarch64']))
+
+
+def test_build_manifest_and_verify_accept_right_arch_elf_and_ignore_other_files(tmp_path):
+    root = make_bundle(tmp_path / 'b', k3s=elf(EM_X86_64), extra={
+        'artifacts/aarch64/k3s/k3s': elf(EM_AARCH64, 'big'),
+        'artifacts/aarch64/k3s-selinux-el8/k3s-selinux-1.6-1.el8.noarch.rpm': b'\xed\xab\xee\xdb' + b'\0' * 40,
+        'artifacts/noarch/tool/tool': elf(EM_X86_64)})
+    manifest = build_manifest(root, dict(META, arches=['x86_64', 'aarch64']))
+    write_manifest(root, manifest)
+    assert verify_bundle(root, manifest) == []
+    assert arch_artifacts(manifest) == {'x86_64': ['charts', 'k3s', 'tool'],
+                                        'aarch64': ['charts', 'k3s', 'k3s-selinux-el8', 'tool']}
+
+
+def test_verify_names_an_elf_binary_of_another_arch(tmp_path, keys, monkeypatch):
+    """A signed bundle from a builder without the check (its sha256 all match): verification still refuses it."""
+    root = make_bundle(tmp_path / 'b', extra={'artifacts/aarch64/k3s/k3s': elf(EM_X86_64),
+                                              'artifacts/aarch64/runc/runc': elf(EM_AARCH64)[:12]})
+    monkeypatch.setattr(build_module, 'artifact_arch_problem', lambda *args: None)
+    manifest = finish(root, key=keys['good'], meta=dict(arches=['x86_64', 'aarch64']))
+    monkeypatch.undo()
+    problems = verify_bundle(root, manifest)
+    assert problems == [
+        WRONG_ARCH % 'artifacts/aarch64/k3s/k3s',
+        'artifact runc for aarch64: artifacts/aarch64/runc/runc starts like an ELF binary but is not a valid one (ELF '
+        'header truncated: 12 bytes, e_machine needs 20): replace it with the aarch64 build']
 
 
 def test_validate_spec_artifact_versions():

@@ -178,6 +178,7 @@ class TestClassifyOs(object):
             'family': 'redhat',
             'treatment': 'emulated',
             'release_files': {'kylin-release': 'Kylin Linux Advanced Server release V10 (Lance)'},
+            'el': 'el8',
         }
 
     def test_openeuler_mixed_case_id_is_lowered(self):
@@ -245,6 +246,29 @@ class TestClassifyOs(object):
         assert info['pretty_name'] == 'unknown'
         assert info['family'] == 'unknown'
         assert info['treatment'] == 'unknown'
+
+
+@pytest.mark.parametrize('text, tools, el', [
+    (KYLIN_V10, ['rpm'], 'el8'),        # k3s's install.sh: VERSION_ID V10 is el8
+    (CENTOS_7, ['rpm'], 'el7'),
+    (ROCKY_9, ['rpm'], 'el9'),          # 9.3: the major version decides
+    ('ID="rocky"\nVERSION_ID="8.9"\n', ['rpm'], 'el8'),
+    (OPENEULER_2203, ['rpm'], 'el9'),   # neither 7, 8 nor V10: el9, as install.sh decides
+    (UOS_20, ['rpm'], 'el9'),           # the rpm edition
+    (UOS_20, ['dpkg'], ''),             # the deb edition: no EL release
+    (DEBIAN_12, ['dpkg'], ''),
+    (UBUNTU_2204, ['dpkg'], ''),
+    (NO_HINT, [], ''),                  # unknown family
+])
+def test_el_release_follows_k3s_install_sh(text, tools, el):
+    info = _classify(text, pkg_tools=tools)
+    assert info['el'] == el
+    assert _hostinfo.el_release(info) == el
+
+
+def test_el_release_of_nothing():
+    assert _hostinfo.el_release(None) == ''
+    assert _hostinfo.el_release({'family': 'redhat'}) == 'el9'
 
 
 class TestReadOs(object):
@@ -472,7 +496,7 @@ def test_gather_on_this_machine(tmp_path):
     assert set(facts) == GATHER_KEYS
     assert isinstance(facts['hostname'], str) and facts['hostname']
     assert facts['arch'] == _hostinfo.normalize_arch(os.uname()[4])
-    assert set(facts['os']) == {'id', 'name', 'version', 'pretty_name', 'family', 'treatment', 'release_files'}
+    assert set(facts['os']) == {'id', 'name', 'version', 'pretty_name', 'family', 'treatment', 'release_files', 'el'}
     assert facts['os']['family'] in ('debian', 'redhat', 'unknown')
     assert facts['os']['treatment'] in ('supported', 'emulated', 'unknown')
     kernel = facts['kernel']

@@ -3,9 +3,13 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """_platform: the one table of Ferry arches, OCI platforms and uname names."""
 
+import platform
+import sys
+
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.module_utils import _platform as P
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import EM_AARCH64, EM_X86_64, elf
 
 
 @pytest.mark.parametrize('machine, expected', [
@@ -62,3 +66,35 @@ def test_malformed_platform_is_refused_with_an_example(bad):
 def test_unknown_arch_names_the_supported_ones():
     with pytest.raises(P.PlatformError, match="unsupported arch 'ppc64le' .*x86_64, aarch64"):
         P.arch_platform_key('ppc64le')
+
+
+@pytest.mark.parametrize('head, expected', [
+    (elf(EM_X86_64), ('x86_64', 62)),
+    (elf(EM_AARCH64), ('aarch64', 183)),
+    (elf(EM_AARCH64, 'big'), ('aarch64', 183)),   # e_machine read in the file's byte order
+    (elf(40), ('arm', 40)),
+    (elf(0x1234), ('e_machine 4660', 4660)),
+    (elf(EM_X86_64)[:20], ('x86_64', 62)),       # exactly the 20 bytes the checks read
+])
+def test_elf_arch(head, expected):
+    assert P.elf_arch(head) == expected
+
+
+@pytest.mark.parametrize('head', [b'', b'\x1f\x8b\x08\x00', b'\xed\xab\xee\xdb\x03\x00', b'#!/bin/sh\n', b'\x7fEL'])
+def test_elf_arch_of_other_files_is_none(head):
+    """tar.gz, RPM (lead magic), a script, a too-short file: not ELF, not checked."""
+    assert P.elf_arch(head) is None
+
+
+def test_elf_arch_of_a_truncated_or_invalid_header_is_a_platform_error():
+    with pytest.raises(P.PlatformError, match='ELF header truncated: 9 bytes, e_machine needs 20'):
+        P.elf_arch(elf(EM_X86_64)[:9])
+    with pytest.raises(P.PlatformError, match=r'byte order \(EI_DATA\) 0 is neither 1'):
+        P.elf_arch(b'\x7fELF\x02\x00' + b'\0' * 20)
+
+
+def test_elf_arch_of_this_machines_python():
+    """A real binary: the interpreter running the tests is an ELF for this machine's CPU."""
+    with open(sys.executable, 'rb') as f:
+        head = f.read(P.ELF_HEAD_SIZE)
+    assert P.elf_arch(head)[0] == P.normalize_arch(platform.machine())

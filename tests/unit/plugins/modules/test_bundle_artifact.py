@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from ansible_collections.ferry.airgap.plugins.modules import bundle_artifact
-from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import siblings, write
+from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import EM_AARCH64, EM_X86_64, elf, siblings, write
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.net import free_port
 
@@ -31,6 +31,20 @@ def test_fetch_then_skip(tmp_path, capsys):
     assert os.path.isfile(result['path'])
     result, code = run_module(bundle_artifact, args(tmp_path, sha, dest='k3s'), capsys)
     assert code == 0 and result['changed'] is False
+
+
+def test_an_x86_64_binary_declared_aarch64_is_refused(tmp_path, capsys):
+    sha = write(tmp_path / 'k3s-v1', elf(EM_X86_64))
+    result, code = run_module(bundle_artifact, args(tmp_path, sha, arch='aarch64', dest='k3s'), capsys)
+    assert code == 1 and result['failed']
+    assert result['msg'] == (
+        'artifact k3s for aarch64 is an x86_64 ELF binary (e_machine 62), not aarch64: file://%s; put the aarch64 '
+        'build in the spec (src and sha256), or declare this file for arch x86_64; nothing was kept' % (tmp_path / 'k3s-v1'))
+    dest = tmp_path / 'bundle/artifacts/aarch64/k3s/k3s'
+    assert not dest.exists() and siblings(dest) == []
+    sha = write(tmp_path / 'k3s-v1', elf(EM_AARCH64))
+    result, code = run_module(bundle_artifact, args(tmp_path, sha, arch='aarch64', dest='k3s'), capsys)
+    assert code == 0 and result['changed'] and dest.exists()
 
 
 def test_check_mode_writes_nothing(tmp_path, capsys):

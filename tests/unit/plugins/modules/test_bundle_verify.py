@@ -16,9 +16,10 @@ from ansible_collections.ferry.airgap.plugins.module_utils._bundle.pack import p
 from ansible_collections.ferry.airgap.plugins.module_utils._bundle.sign import sign
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.store import ImageStore
 from ansible_collections.ferry.airgap.plugins.module_utils._oci.sync import sync_images
+from ansible_collections.ferry.airgap.plugins.module_utils._bundle import build as build_module
 from ansible_collections.ferry.airgap.plugins.modules import bundle_verify
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.bundles import (
-    bootstrap_like, finish, make_bundle, make_delta, siblings, tree, write)
+    EM_AARCH64, EM_X86_64, bootstrap_like, elf, finish, make_bundle, make_delta, siblings, tree, write)
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.images import (
     Image, docker_legacy_entries, layer, write_tar)
 from ansible_collections.ferry.airgap.tests.unit.plugins.test_support.modules import run_module
@@ -49,6 +50,7 @@ def test_good_bundle(tmp_path, capsys, keys):
     assert result['ansible_facts']['ferry_bundle'] == {
         'dir': root, 'name': manifest['name'], 'version': manifest['version'], 'arches': manifest['arches'],
         'images': [i['ref'] for i in manifest['images']], 'versions': {},
+        'arch_artifacts': {'x86_64': ['charts', 'k3s']},
         'layer_compressions': {'linux/amd64': ['none']},
         'artifacts': sorted(set(a['name'] for a in manifest['artifacts']), key=[a['name'] for a in manifest['artifacts']].index)}
     assert result['ansible_facts']['ferry_bundle']['artifacts']
@@ -56,6 +58,27 @@ def test_good_bundle(tmp_path, capsys, keys):
     write(os.path.join(root, 'extra'), 'x')
     result, code = run_module(bundle_verify, args(keys, root), capsys, check_mode=True)
     assert code == 1 and result['problems'] == ['unlisted file: extra (not in the manifest)']
+
+
+def test_a_signed_bundle_with_a_wrong_arch_binary_fails_and_sets_no_fact(tmp_path, capsys, keys, monkeypatch):
+    """Signed by a builder without the arch check: every sha256 matches, the k3s for aarch64 is an x86_64 binary."""
+    root = make_bundle(tmp_path / 'shop-1.0', k3s=elf(EM_X86_64), extra={'artifacts/aarch64/k3s/k3s': elf(EM_X86_64)})
+    monkeypatch.setattr(build_module, 'artifact_arch_problem', lambda *args: None)
+    finish(root, key=keys['good'], meta={'arches': ['x86_64', 'aarch64']})
+    monkeypatch.undo()
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 1 and result['failed']
+    assert result['problems'] == [
+        'artifact k3s for aarch64 is an x86_64 ELF binary (e_machine 62), not aarch64: artifacts/aarch64/k3s/k3s; '
+        'put the aarch64 build in the spec (src and sha256), or declare this file for arch x86_64']
+    assert 'ansible_facts' not in result
+    # the right binary there: verified, and the fact says which artifacts each arch's hosts can get
+    root = make_bundle(tmp_path / 'shop-1.1', k3s=elf(EM_X86_64), extra={'artifacts/aarch64/k3s/k3s': elf(EM_AARCH64)})
+    finish(root, key=keys['good'], meta={'arches': ['x86_64', 'aarch64']})
+    result, code = run_module(bundle_verify, args(keys, root), capsys)
+    assert code == 0, result['msg']
+    assert result['ansible_facts']['ferry_bundle']['arch_artifacts'] == {'x86_64': ['charts', 'k3s'],
+                                                                         'aarch64': ['charts', 'k3s']}
 
 
 def zstd_bundle(tmp_path, keys):

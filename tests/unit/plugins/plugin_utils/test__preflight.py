@@ -268,11 +268,106 @@ def test_swap_warns_on_k3s_only():
     assert report['warnings'] == ['srv1: swap: swap on (2047 MB): kubelet expects it off']
 
 
-def test_selinux_enforcing_warns():
+def test_selinux_enforcing_warns_on_standalone_hosts():
     hosts, groups = cluster(app1=make_host(make_facts('app1', selinux={'current': 'enforcing'})))
     report = evaluate(hosts, groups)
     assert status(report, 'app1', 'selinux') == 'WARN'
     assert report['warnings'] == ['app1: selinux: SELinux enforcing: container policies must come with the bundle']
+
+
+# what the verified bundle carries per arch (ferry_bundle.arch_artifacts), handed over by install.yml
+WITH_POLICY = {'x86_64': ['k3s'], 'aarch64': ['container-selinux-el8', 'k3s', 'k3s-selinux-el8']}
+NO_POLICY = {'x86_64': ['k3s'], 'aarch64': ['k3s']}
+POLICY_FAIL = ('SELinux is enforcing on this k3s host (kylin V10, redhat family, el8) and the bundle carries no '
+               'SELinux policy for el8 on aarch64 (expected artifacts container-selinux-el8 and k3s-selinux-el8 for '
+               'aarch64 or noarch; missing: %s): add them to the bundle spec (docs/install.md, SELinux), or set '
+               'SELinux permissive')
+
+
+def enforcing_k3s(bundle_artifacts, waive=(), **facts):
+    policy = {'bundle_artifacts': bundle_artifacts, 'waive': list(waive),
+              'selinux_policy_packages': ['container-selinux', 'k3s-selinux']}
+    return cluster(
+        srv1=make_host(make_facts('srv1', selinux={'current': 'enforcing'}, **facts), policy=policy),
+        agt1=make_host(make_facts('agt1', selinux={'current': 'enforcing'}, **facts), policy=policy))
+
+
+def test_selinux_enforcing_k3s_host_without_policy_in_the_bundle_fails():
+    hosts, groups = enforcing_k3s(NO_POLICY)
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'FAIL'
+    assert status(report, 'agt1', 'selinux') == 'FAIL'
+    message = POLICY_FAIL % 'container-selinux-el8, k3s-selinux-el8'
+    assert report['failures'] == ['agt1: selinux: ' + message, 'srv1: selinux: ' + message]
+    assert report['failed'] is True
+
+
+def test_selinux_policy_half_there_names_the_missing_one():
+    hosts, groups = enforcing_k3s({'aarch64': ['k3s', 'k3s-selinux-el8']})
+    report = evaluate(hosts, groups)
+    assert detail(report, 'srv1', 'selinux') == POLICY_FAIL % 'container-selinux-el8'
+
+
+def test_selinux_policy_for_another_arch_does_not_count():
+    hosts, groups = enforcing_k3s(WITH_POLICY, arch='x86_64')
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'FAIL'
+    assert 'for el8 on x86_64' in detail(report, 'srv1', 'selinux')
+
+
+def test_selinux_enforcing_k3s_host_with_policy_in_the_bundle_passes():
+    hosts, groups = enforcing_k3s(WITH_POLICY)
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'ok'
+    assert detail(report, 'srv1', 'selinux') == 'enforcing; policy from the bundle: container-selinux-el8, k3s-selinux-el8'
+    assert report['failed'] is False
+
+
+def test_selinux_policy_follows_the_el_release_of_the_host():
+    centos7 = {'id': 'centos', 'name': 'CentOS Linux', 'version': '7', 'pretty_name': 'CentOS Linux 7 (Core)',
+               'family': 'redhat', 'treatment': 'emulated', 'release_files': {}}
+    hosts, groups = enforcing_k3s(WITH_POLICY, os=centos7)
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'FAIL'
+    assert 'expected artifacts container-selinux-el7 and k3s-selinux-el7' in detail(report, 'srv1', 'selinux')
+    hosts, groups = enforcing_k3s({'aarch64': ['container-selinux-el7', 'k3s-selinux-el7']}, os=centos7)
+    assert status(evaluate(hosts, groups), 'srv1', 'selinux') == 'ok'
+
+
+@pytest.mark.parametrize('current', ['permissive', 'disabled'])
+def test_selinux_not_enforcing_needs_no_policy(current):
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1', selinux={'current': current}),
+                                           policy={'bundle_artifacts': NO_POLICY}))
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'ok'
+    assert detail(report, 'srv1', 'selinux') == current
+
+
+def test_selinux_missing_policy_can_be_waived():
+    hosts, groups = enforcing_k3s(NO_POLICY, waive=['selinux'])
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'waived'
+    assert report['failed'] is False
+    assert 'srv1: selinux: ' + POLICY_FAIL % 'container-selinux-el8, k3s-selinux-el8' in report['waived']
+
+
+def test_selinux_without_a_known_bundle_only_warns_on_k3s_hosts():
+    hosts, groups = enforcing_k3s(None)
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'selinux') == 'WARN'
+    assert detail(report, 'srv1', 'selinux') == (
+        'SELinux is enforcing on this k3s host (kylin V10, redhat family, el8): it needs the artifacts '
+        'container-selinux-el8 and k3s-selinux-el8 for aarch64 in the bundle; install.yml checks them')
+
+
+def test_selinux_enforcing_k3s_host_outside_the_el_family_fails():
+    debian = {'id': 'debian', 'name': 'Debian GNU/Linux', 'version': '12', 'pretty_name': 'Debian GNU/Linux 12',
+              'family': 'debian', 'treatment': 'supported', 'release_files': {}}
+    hosts, groups = enforcing_k3s(WITH_POLICY, os=debian)
+    report = evaluate(hosts, groups)
+    assert detail(report, 'srv1', 'selinux') == (
+        'SELinux is enforcing on this k3s host (debian 12, debian family) and Ferry carries SELinux policy RPMs '
+        'for EL releases only (el7, el8, el9): set SELinux permissive, or waive selinux')
 
 
 # --------------------------------------------------------------------------- disk
@@ -473,20 +568,80 @@ def test_host_in_standalone_and_k3s():
     assert detail(report, 'agt1', 'inventory') == 'agt1 is in both standalone and k3s_agent'
 
 
-def test_two_servers_even_names_them():
-    hosts, groups = cluster(srv2=make_host(make_facts('srv2')))
+EVEN = ('k3s_server has 2 hosts (srv1, srv2): embedded etcd needs an odd number of servers (1, 3, 5) to keep its '
+        'quorum; add or remove a server, or waive k3s_even_servers')
+
+
+def two_servers(waive=(), srv1_policy=None):
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy=dict(srv1_policy or {}, waive=list(waive))),
+                            srv2=make_host(make_facts('srv2'), policy={'waive': list(waive)}))
     groups['k3s_server'] = ['srv1', 'srv2']
+    return hosts, groups
+
+
+def test_two_servers_fail_each_server_naming_them_and_odd():
+    hosts, groups = two_servers()
     report = evaluate(hosts, groups)
     assert report['failed'] is True
-    assert report['failures'] == ['inventory: k3s_server has 2 hosts (srv1, srv2): HA needs an odd number (1, 3, 5)']
-    assert status(report, 'srv1', 'inventory') == 'ok'
+    assert report['failures'] == ['srv1: inventory: ' + EVEN, 'srv2: inventory: ' + EVEN]
+    assert status(report, 'srv1', 'inventory') == 'FAIL'
+    assert status(report, 'srv2', 'inventory') == 'FAIL'
+    assert status(report, 'agt1', 'inventory') == 'ok'  # the agent and the standalone host are not to blame
+    assert status(report, 'app1', 'inventory') == 'ok'
+    assert report['lines'][-1] == 'RESULT: STOP (4 hosts, 2 failed checks, 0 warnings, 0 waived)'
 
 
-def test_three_servers_ok():
-    hosts, groups = cluster(srv2=make_host(make_facts('srv2')), srv3=make_host(make_facts('srv3')))
-    groups['k3s_server'] = ['srv1', 'srv2', 'srv3']
+def test_two_servers_waived_are_shown_as_waived():
+    hosts, groups = two_servers(waive=['k3s_even_servers'])
+    report = evaluate(hosts, groups)
+    assert report['failed'] is False
+    assert report['failures'] == []
+    assert status(report, 'srv1', 'inventory') == 'waived'
+    assert status(report, 'srv2', 'inventory') == 'waived'
+    assert report['waived'] == ['srv1: inventory: ' + EVEN, 'srv2: inventory: ' + EVEN]
+    assert report['waivers'] == {'srv1': ['k3s_even_servers'], 'srv2': ['k3s_even_servers']}
+    assert report['lines'][-1] == 'RESULT: PASS (4 hosts, 0 failed checks, 0 warnings, 2 waived)'
+
+
+def test_even_servers_waiver_is_per_host():
+    # waived on srv1 only: srv2 still stops the run
+    hosts, groups = cluster(srv1=make_host(make_facts('srv1'), policy={'waive': ['k3s_even_servers']}),
+                            srv2=make_host(make_facts('srv2')))
+    groups['k3s_server'] = ['srv1', 'srv2']
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'inventory') == 'waived'
+    assert report['failures'] == ['srv2: inventory: ' + EVEN]
+
+
+def test_even_servers_waiver_does_not_waive_other_inventory_mistakes():
+    hosts, groups = two_servers(waive=['k3s_even_servers'])
+    groups['k3s_agent'] = ['agt1', 'srv1']
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'inventory') == 'FAIL'
+    assert report['failures'] == ['srv1: inventory: srv1 is in both k3s_server and k3s_agent; ' + EVEN]
+    assert status(report, 'srv2', 'inventory') == 'waived'
+    # nor the inventory-wide ones
+    hosts = {'agt1': make_host(make_facts('agt1'), policy={'waive': ['k3s_even_servers']})}
+    report = evaluate(hosts, {'k3s_agent': ['agt1']})
+    assert report['failures'] == ['inventory: k3s_agent hosts (agt1) but no host in k3s_server',
+                                  'inventory: no host in k3s_server or standalone: nothing to run the application']
+
+
+def test_waiving_the_inventory_column_waives_even_servers_too():
+    hosts, groups = two_servers(waive=['inventory'])
+    report = evaluate(hosts, groups)
+    assert status(report, 'srv1', 'inventory') == 'waived'
+    assert report['failed'] is False
+
+
+@pytest.mark.parametrize('count', [1, 3, 5])
+def test_odd_number_of_servers_ok(count):
+    names = ['srv%d' % i for i in range(1, count + 1)]
+    hosts, groups = cluster(**dict((name, make_host(make_facts(name))) for name in names))
+    groups['k3s_server'] = names
     report = evaluate(hosts, groups)
     assert report['failures'] == []
+    assert [status(report, name, 'inventory') for name in names] == ['ok'] * count
 
 
 def test_agents_without_servers():

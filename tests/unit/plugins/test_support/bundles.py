@@ -30,6 +30,15 @@ K3S = b'k3s-binary-v1' * 1000
 SHARED = gzip_bytes(layer({'bin/busybox': os.urandom(200 * 1024)}))  # one base layer, in both web images
 
 
+EM_X86_64, EM_AARCH64 = 62, 183
+
+
+def elf(machine, byte_order='little', body=b'\0' * 64):
+    """The start of a 64-bit ELF executable for ``machine`` (an e_machine number), as a binary artifact."""
+    ident = b'\x7fELF' + bytes([2, 1 if byte_order == 'little' else 2, 1, 0]) + b'\0' * 8
+    return ident + (2).to_bytes(2, byte_order) + machine.to_bytes(2, byte_order) + body
+
+
 def write(path, data):
     if isinstance(data, str):
         data = data.encode('utf-8')
@@ -113,12 +122,13 @@ def _distribution_images(path, arches):
     return store
 
 
-def finish(root, version='1.0', key=None, versions=None):
+def finish(root, version='1.0', key=None, versions=None, meta=None):
     """Write (and optionally sign) the manifest and kit.sha256 of ``root``, as bundle_manifest does; returns the manifest.
 
-    ``versions``: artifact versions to record ({name: {arch: version}}).
+    ``versions``: artifact versions to record ({name: {arch: version}}); ``meta``: more of build_manifest's meta
+    (``arches``...).
     """
-    meta = dict(META, version=version, versions=versions)
+    meta = dict(META, version=version, versions=versions, **(meta or {}))
     manifest = build_manifest(str(root), meta)
     write_manifest(str(root), manifest)
     write(os.path.join(str(root), KIT_SUMS), kit_sums(manifest))
