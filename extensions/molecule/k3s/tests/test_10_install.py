@@ -245,6 +245,20 @@ def untouched_by_k3s(hosts, names):
             assert not hosts[name].file(path).exists, (name, path)
 
 
+def test_an_even_number_of_servers_is_refused_by_preflight_before_any_change(hosts, tmp_path):
+    inventory = write_inventory(tmp_path, {'k3s_server': ['k3s-s2']})
+    before = main_pids(hosts, [SERVER])
+    run = converge(inventory)
+    assert run.rc != 0
+    for name in SERVERS[:2]:
+        assert ('%s: inventory: k3s_server has 2 hosts (k3s-s1, k3s-s2): embedded etcd needs an odd number of '
+                'servers (1, 3, 5)' % name) in run.stdout, run.tail()
+    assert run.stats()[SERVER]['changed'] == 0 and run.stats()['k3s-s2']['changed'] == 0, run.stats()
+    assert not hosts['k3s-s2'].file('/var/lib/ferry').exists
+    untouched_by_k3s(hosts, ['k3s-s2'])
+    assert main_pids(hosts, [SERVER]) == before
+
+
 def test_servers_that_disagree_on_a_critical_setting_are_refused_before_any_change(hosts, tmp_path):
     inventory = write_inventory(tmp_path, {'k3s_server': list(SERVERS[1:]), 'k3s_agent': [AGENT]},
                                 hostvars={'k3s-s2': {'k3s_config': {'cluster-cidr': '10.52.0.0/16'}}})
