@@ -50,6 +50,9 @@ k3s built from upstream source, not the release binaries):
     docker.io/library/busybox:local-debian     Debian's busybox-static (few applet links)
 Paths: tests/output/testbundle/specs/ferry-k3s-<version>-<k3s>.yml and tests/output/testbundle/k3s-<k3s>/
 (the same key and the same cache rule as the default mode). Needs no Debian package.
+`--k3s-declare 1.23.0+k3s1` (with --k3s): the same binary, but the bundle DECLARES that k3s version (spec
+`version`), for tests of the upgrade's version policy (a skipped minor is refused before any host changes,
+so the binary never runs); in tests/output/testbundle/k3s-<k3s>-declared-<declared>/.
 """
 import argparse
 import contextlib
@@ -416,8 +419,9 @@ def _sha256sum_entry(path, name):
     raise SystemExit('testbundle: %s lists no %s' % (path, name))
 
 
-def write_k3s_spec(path, version, k3s_version, key):
-    """The spec of a k3s bundle: the k3s binary (x86_64) and the two local docker-archives, gzip layers."""
+def write_k3s_spec(path, version, k3s_version, key, declared=None):
+    """The spec of a k3s bundle: the k3s binary (x86_64) and the two local docker-archives, gzip layers.
+    ``declared``: the k3s version the spec records for the binary (default: the binary's own)."""
     base = os.path.dirname(path)
     rel = functools.partial(os.path.relpath, start=base)
     top = k3s_artifacts_dir()
@@ -438,7 +442,7 @@ def write_k3s_spec(path, version, k3s_version, key):
         'version': version,
         'arches': ['x86_64'],
         'artifacts': [{'name': 'k3s', 'arch': 'x86_64', 'src': rel(binary), 'sha256': expected,
-                       'version': k3s_version.lstrip('v')}],
+                       'version': declared or k3s_version.lstrip('v')}],
         'images': images,
         'images_compression': 'gzip',
         'signing': {'key': rel(key), 'identity': 'ferry-test', 'namespace': 'ferry-bundle'},
@@ -450,14 +454,15 @@ def main_k3s(args, out):
     """--k3s VERSION: the k3s bundle; prints its directory."""
     start = time.time()
     key, signers = ensure_key(os.path.join(out, 'keys'))
-    spec = os.path.join(out, 'specs', 'ferry-k3s-%s-%s.yml' % (args.version, args.k3s))
-    spec_sha = write_k3s_spec(spec, args.version, args.k3s, key)
+    suffix = '-declared-%s' % args.k3s_declare if args.k3s_declare else ''
+    spec = os.path.join(out, 'specs', 'ferry-k3s-%s-%s%s.yml' % (args.version, args.k3s, suffix))
+    spec_sha = write_k3s_spec(spec, args.version, args.k3s, key, args.k3s_declare)
     stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode() + _code_sha()).encode()).hexdigest()
     log('spec %s (sha256 %s)' % (os.path.relpath(spec, TOP), spec_sha[:12]))
     if args.spec_only:
         print(spec)
         return 0
-    dest = os.path.join(out, 'k3s-%s' % args.k3s)
+    dest = os.path.join(out, 'k3s-%s%s' % (args.k3s, suffix))
     with locked(os.path.join(out, '.lock')):
         build_bundle(spec, dest, key, dest + '.spec.sha256', stamp_sha, args.force)
     log('done in %.1f s; allowed_signers: %s' % (time.time() - start, os.path.relpath(signers, TOP)))
@@ -475,11 +480,15 @@ def main(argv=None):
     parser.add_argument('--force', action='store_true', help='rebuild the bundle even if the spec is unchanged')
     parser.add_argument('--k3s', metavar='K3S_VERSION', help='build the k3s bundle instead (e.g. v1.22.5+k3s1): '
                         'the k3s binary of that version and the pause and busybox docker-archives')
+    parser.add_argument('--k3s-declare', metavar='VERSION', help='with --k3s: the k3s version the bundle declares for '
+                        'that binary (e.g. 1.23.0+k3s1), for version-policy tests; the binary stays the one of --k3s')
     args = parser.parse_args(argv)
     if not re.match(r'^\d+\.\d+(\.\d+)?$', args.version):
         parser.error('--version must look like 1.0.0')
     if args.k3s is not None and not re.match(r'^v\d+\.\d+\.\d+\+k3s\d+$', args.k3s):
         parser.error('--k3s must look like v1.22.5+k3s1')
+    if args.k3s_declare is not None and (args.k3s is None or not re.match(r'^\d+\.\d+\.\d+\+k3s\d+$', args.k3s_declare)):
+        parser.error('--k3s-declare needs --k3s and must look like 1.23.0+k3s1')
     release = '.'.join(args.version.split('.')[:2])
     cache, out = os.path.abspath(args.cache), os.path.abspath(args.out)
     for sub in ('debs', 'root', 'artifacts', 'images'):
