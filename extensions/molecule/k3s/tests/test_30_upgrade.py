@@ -166,7 +166,7 @@ def upgraded(hosts, grown, probers):
 
 
 def test_the_upgrade_succeeds(upgraded):
-    run, _ = upgraded
+    run = upgraded[0]
     assert run.rc == 0, run.tail()
     print('upgrade took %.0f s' % run.wall)
 
@@ -197,7 +197,7 @@ def ready_ends(run, task_name):
 
 
 def test_servers_restarted_one_at_a_time_each_healthy_before_the_next_then_the_agent(hosts, upgraded):
-    run, _ = upgraded
+    run = upgraded[0]
     healthy = ready_ends(run, 'Require this server healthy')
     ready = ready_ends(run, 'Require this node Ready')
     assert set(healthy) >= set(SERVERS) and AGENT in ready, (healthy, ready)
@@ -209,7 +209,7 @@ def test_servers_restarted_one_at_a_time_each_healthy_before_the_next_then_the_a
 
 
 def test_the_snapshot_token_and_old_binary_are_kept_on_the_deploy_node(hosts, upgraded):
-    run, _ = upgraded
+    run = upgraded[0]
     deploy = hosts[DEPLOY]
     names = backups(deploy)
     assert len(names) == 1 and names[0].endswith('-v1.21.8+k3s1'), names
