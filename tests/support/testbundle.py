@@ -52,6 +52,9 @@ Paths: tests/output/testbundle/specs/ferry-k3s-<version>-<k3s>.yml and tests/out
 (the same key and the same cache rule as the default mode). Needs no Debian package.
 `--k3s-arch aarch64` (test-bed build only) declares that amd64 binary for aarch64 (arches x86_64 + aarch64): a
 spec whose build fails at the artifact (wrong-arch ELF); its paths end in `-as-aarch64`.
+`--k3s-declare 1.23.0+k3s1` (test-bed build): the same binary, but the bundle DECLARES that k3s version (spec
+`version`), for tests of the upgrade's version policy (a skipped minor is refused before any host changes,
+so the binary never runs); its paths end in `-declared-<version>`.
 
 The same --k3s also takes upstream RELEASE artifacts, when $FERRY_K3S_ARTIFACTS/<version>/ holds them as
 github.com/k3s-io/k3s/releases has them (k3s_layout() decides which kind a version directory holds):
@@ -621,12 +624,13 @@ def write_k3s_release_spec(path, version, k3s_version, key, files):
     return save_spec(path, spec, '--k3s from upstream k3s release artifacts')
 
 
-def write_k3s_spec(path, version, k3s_version, key, k3s_arch='x86_64'):
+def write_k3s_spec(path, version, k3s_version, key, k3s_arch='x86_64', declared=None):
     """The spec of a k3s bundle. From the test-bed build: the k3s binary (x86_64) and the two local
     docker-archives, gzip layers; from upstream release files: write_k3s_release_spec.
 
     ``k3s_arch`` (test-bed build only): the arch the spec declares the amd64 binary for; anything but x86_64
-    makes a spec the build must refuse (the artifact arch check), for tests of that refusal.
+    makes a spec the build must refuse (the artifact arch check), for tests of that refusal. ``declared``
+    (test-bed build only): the k3s version the spec records for the binary (default: the binary's own).
     """
     base = os.path.dirname(path)
     rel = functools.partial(os.path.relpath, start=base)
@@ -635,9 +639,9 @@ def write_k3s_spec(path, version, k3s_version, key, k3s_arch='x86_64'):
     if kind is None:
         raise SystemExit('testbundle: no k3s %s: %s (set FERRY_K3S_ARTIFACTS)' % (k3s_version, files))
     if kind == 'release':
-        if k3s_arch != 'x86_64':
-            raise SystemExit('testbundle: --k3s-arch is for the test-bed build only; %s is an upstream release'
-                             % k3s_version)
+        if k3s_arch != 'x86_64' or declared:
+            raise SystemExit('testbundle: --k3s-arch and --k3s-declare are for the test-bed build only; %s is an '
+                             'upstream release' % k3s_version)
         return write_k3s_release_spec(path, version, k3s_version, key, files)
     binary = files['x86_64']['binary']
     expected = _sha256sum_entry(os.path.join(top, k3s_version, 'sha256sum.txt'), 'k3s')
@@ -654,7 +658,7 @@ def write_k3s_spec(path, version, k3s_version, key, k3s_arch='x86_64'):
         'version': version,
         'arches': ['x86_64'] + ([k3s_arch] if k3s_arch != 'x86_64' else []),
         'artifacts': [{'name': 'k3s', 'arch': k3s_arch, 'src': rel(binary), 'sha256': expected,
-                       'version': k3s_version.lstrip('v')}],
+                       'version': declared or k3s_version.lstrip('v')}],
         'images': images,
         'images_compression': 'gzip',
         'signing': {'key': rel(key), 'identity': 'ferry-test', 'namespace': 'ferry-bundle'},
@@ -666,9 +670,10 @@ def main_k3s(args, out):
     """--k3s VERSION: the k3s bundle; prints its directory."""
     start = time.time()
     key, signers = ensure_key(os.path.join(out, 'keys'))
-    suffix = '' if args.k3s_arch == 'x86_64' else '-as-' + args.k3s_arch
+    suffix = ('' if args.k3s_arch == 'x86_64' else '-as-' + args.k3s_arch) + (
+        '-declared-' + args.k3s_declare if args.k3s_declare else '')
     spec = os.path.join(out, 'specs', 'ferry-k3s-%s-%s%s.yml' % (args.version, args.k3s, suffix))
-    spec_sha = write_k3s_spec(spec, args.version, args.k3s, key, args.k3s_arch)
+    spec_sha = write_k3s_spec(spec, args.version, args.k3s, key, args.k3s_arch, args.k3s_declare)
     stamp_sha = hashlib.sha256((spec_sha + _read(key + '.pub').decode() + _code_sha()).encode()).hexdigest()
     log('spec %s (sha256 %s)' % (os.path.relpath(spec, TOP), spec_sha[:12]))
     if args.spec_only:
@@ -699,6 +704,8 @@ def main(argv=None):
                         help='with --k3s (test-bed build): the arch the spec declares the amd64 k3s binary for; '
                         'aarch64 makes a spec whose build is refused (artifact k3s for aarch64 is an x86_64 ELF '
                         'binary)')
+    parser.add_argument('--k3s-declare', metavar='VERSION', help='with --k3s (test-bed build): the k3s version the '
+                        'bundle declares for that binary (e.g. 1.23.0+k3s1), for version-policy tests')
     args = parser.parse_args(argv)
     if args.k3s_layout:
         version, kind = k3s_release_version(k3s_artifacts_dir())
@@ -710,6 +717,8 @@ def main(argv=None):
         parser.error('--k3s must look like v1.22.5+k3s1')
     if args.k3s_arch != 'x86_64' and not args.k3s:
         parser.error('--k3s-arch needs --k3s')
+    if args.k3s_declare is not None and (args.k3s is None or not re.match(r'^\d+\.\d+\.\d+\+k3s\d+$', args.k3s_declare)):
+        parser.error('--k3s-declare needs --k3s and must look like 1.23.0+k3s1')
     release = '.'.join(args.version.split('.')[:2])
     cache, out = os.path.abspath(args.cache), os.path.abspath(args.out)
     for sub in ('debs', 'root', 'artifacts', 'images'):
