@@ -296,5 +296,5 @@ def test_k3s_arch_aarch64_declares_the_amd64_binary_for_aarch64_and_the_build_re
     assert [(a['name'], a['arch']) for a in load_spec_file(str(path))['artifacts']] == [('k3s', 'x86_64')]
     # a release layout does not take it
     fake_release(top)
-    with pytest.raises(SystemExit, match='--k3s-arch is for the test-bed build only'):
+    with pytest.raises(SystemExit, match='--k3s-arch and --k3s-declare are for the test-bed build only'):
         testbundle.write_k3s_spec(str(path), '1.0.0', VERSION, str(tmp_path / 'key'), k3s_arch='aarch64')
