@@ -106,7 +106,7 @@ def test_unsupported_arch_fails(tmp_path, hosts):
     ({'k3s_server': ['pf-server'], 'k3s_agent': ['pf-server', 'pf-arm64']},
      'pf-server is in both k3s_server and k3s_agent'),
     ({'k3s_server': ['pf-server', 'pf-kylin'], 'k3s_agent': ['pf-arm64']},
-     'k3s_server has 2 hosts (pf-server, pf-kylin): HA needs an odd number'),
+     'k3s_server has 2 hosts (pf-server, pf-kylin): embedded etcd needs an odd number of servers (1, 3, 5)'),
     ({'k3s_agent': ['pf-arm64']}, 'k3s_agent hosts (pf-arm64) but no host in k3s_server'),
 ])
 def test_bad_groups_fail(tmp_path, hosts, groups, expected):
