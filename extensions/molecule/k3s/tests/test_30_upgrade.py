@@ -129,7 +129,7 @@ def test_a_node_lacking_the_new_images_stops_the_run_before_any_restart(hosts, t
     assert run.rc != 0
     assert ("The new bundle's images are not all in k3s's containerd (/run/k3s/containerd/containerd.sock) on 1 "
             "node(s): k3s-a1 lacks %s. No k3s was restarted and no snapshot was taken" % BUSYBOX) in run.stdout, run.tail()
-    assert not run.task_results('ferry.airgap.k3s : Restart k3s')
+    assert not run.task_results('ferry.airgap.k3s : Restart the unit')
     assert main_pids(hosts) == pids
     assert binary_shas(hosts) == shas
     assert backups(hosts[DEPLOY]) == []
@@ -198,8 +198,9 @@ def ready_ends(run, task_name):
 
 def test_servers_restarted_one_at_a_time_each_healthy_before_the_next_then_the_agent(hosts, upgraded):
     run = upgraded[0]
-    healthy = ready_ends(run, 'Require this server healthy')
-    ready = ready_ends(run, 'Require this node Ready')
+    # the role's waits (tasks/wait_ready.yml): a server's /readyz, every node's Ready
+    healthy = ready_ends(run, "ferry.airgap.k3s : Wait until this server's API server and etcd are healthy")
+    ready = ready_ends(run, 'ferry.airgap.k3s : Wait until this node is Ready')
     assert set(healthy) >= set(SERVERS) and AGENT in ready, (healthy, ready)
     order = list(SERVERS) + [AGENT]
     for previous, name in zip(order, order[1:]):
