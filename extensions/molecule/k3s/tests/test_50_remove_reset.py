@@ -23,6 +23,26 @@ AGENT = 'k3s-a1'
 KUBECONFIG = '/etc/ferry/k3s/admin.kubeconfig'
 TOKEN_FILE = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'k3s-token')
 VOLUME = '/var/lib/rancher/k3s/storage/pvc-test'
+# A pod held on the agent, so that it has a CNI bridge, a veth and a pod sandbox for the removal to clean up
+# (after the rollback the scheduler may have left the agent without pods).
+ON_THE_AGENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: on-the-agent, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: on-the-agent}}
+  template:
+    metadata: {labels: {app: on-the-agent}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: k3s-a1}
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: sleep
+          image: docker.io/library/busybox:local-debian
+          imagePullPolicy: Never
+          command: [sh, -c, "exec busybox sleep 3600"]
+"""
 
 
 @pytest.fixture(scope='module')
@@ -130,6 +150,10 @@ def test_removing_the_first_server_is_refused_and_nothing_changes(hosts, invento
 def test_removing_the_agent_drains_deletes_and_resets_it_and_restarts_no_other_node(hosts, inventories):
     agent = hosts[AGENT]
     agent.check_output('mkdir -p %s && echo kept > %s/data.txt' % (VOLUME, VOLUME))
+    first = hosts[FIRST]
+    first.check_output("cat > /tmp/on-the-agent.yaml <<'EOF'\n%s\nEOF" % ON_THE_AGENT.strip())
+    first.check_output('k3s kubectl --kubeconfig %s apply -f /tmp/on-the-agent.yaml' % KUBECONFIG)
+    first.check_output('k3s kubectl --kubeconfig %s rollout status deployment/on-the-agent --timeout=180s' % KUBECONFIG)
     agent.check_output('ip -o link show cni0')  # there is something to remove
     before = main_pids(hosts, SERVERS)
     run = play(REMOVE, inventories['all'], {'k3s_remove_nodes': AGENT})
